@@ -1,1 +1,188 @@
-fn main() {}
+//! flamegraph-perf: the command-line glue between reading, collapsing and
+//! rendering. All real work lives in the workspace crates.
+
+mod cli;
+mod output;
+
+use std::io::{self, BufReader, IsTerminal};
+use std::path::Path;
+use std::process::ExitCode;
+
+use anyhow::{bail, Context, Result};
+use clap::Parser;
+
+use cli::{Args, WeightArg};
+use collapse::{
+    CollapseOptions, Collapsed, Collapser, IdleFilter, PerfDataReader, RootFrame,
+    SymbolizerOptions, Weight,
+};
+use folded::FoldedStacks;
+
+/// Exit status when the graph was made from partial data.
+const EXIT_PARTIAL: u8 = 3;
+/// Exit status for errors (no graph).
+const EXIT_ERROR: u8 = 2;
+
+/// Whether the whole input made it into the output.
+enum Completeness {
+    Complete,
+    Partial,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    match run(&args) {
+        Ok(Completeness::Complete) => ExitCode::SUCCESS,
+        Ok(Completeness::Partial) => ExitCode::from(EXIT_PARTIAL),
+        Err(error) if output::is_broken_pipe(&error) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("flamegraph-perf: {error:#}");
+            ExitCode::from(EXIT_ERROR)
+        }
+    }
+}
+
+fn run(args: &Args) -> Result<Completeness> {
+    if let Some(path) = &args.from_folded {
+        let stacks = read_folded(path)?;
+        if !args.quiet {
+            eprintln!(
+                "flamegraph-perf: {}: {} stacks, {} samples",
+                path.display(),
+                stacks.len(),
+                stacks.total()
+            );
+        }
+        output::write(args, &stacks, &this_hostname())?;
+        return Ok(Completeness::Complete);
+    }
+    let Some(input) = &args.input else {
+        bail!("nothing to read: give a recording with -i perf.data (or - for stdin), or folded stacks with --from-folded FILE");
+    };
+    let mut reader = PerfDataReader::open(input)?;
+    let info = reader.info().clone();
+    let event_index = choose_event(args, &info)?;
+    let mut collapser = Collapser::new(collapse_options(args, event_index)?);
+    for (path, build_id) in &info.build_ids {
+        collapser.add_build_id(path, build_id);
+    }
+    let read = reader.read_events(&mut collapser);
+    let Collapsed { stacks, stats } = collapser.finish(SymbolizerOptions {
+        symfs: args.symfs.clone(),
+        kallsyms: args.kallsyms.clone(),
+        inline: args.inline,
+        no_demangle: args.no_demangle,
+    });
+    let event_name = &info.events[event_index].name;
+    if !args.quiet {
+        output::print_summary(input, event_name, &read, &stats);
+    }
+    if let Some(why) = &read.stopped_early {
+        eprintln!(
+            "flamegraph-perf: warning: {}: reading stopped early ({why}); the graph shows the {} samples before that point",
+            input.display(),
+            stats.samples
+        );
+    }
+    if stacks.is_empty() {
+        bail!(
+            "{}: no samples of {event_name} to show{}",
+            input.display(),
+            if stats.idle_samples > 0 {
+                format!(" ({} idle samples dropped; --keep-idle shows them)", stats.idle_samples)
+            } else {
+                String::new()
+            }
+        );
+    }
+    let hostname = info.hostname.clone().unwrap_or_else(this_hostname);
+    output::write(args, &stacks, &hostname)?;
+    Ok(if read.stopped_early.is_some() {
+        Completeness::Partial
+    } else {
+        Completeness::Complete
+    })
+}
+
+fn read_folded(path: &Path) -> Result<FoldedStacks> {
+    let stacks = if path == Path::new("-") {
+        let stdin = io::stdin();
+        if stdin.is_terminal() {
+            bail!("--from-folded -: stdin is a terminal; pipe folded stacks in");
+        }
+        FoldedStacks::parse(stdin.lock())
+    } else {
+        let file = std::fs::File::open(path).with_context(|| path.display().to_string())?;
+        FoldedStacks::parse(BufReader::new(file))
+    }
+    .with_context(|| path.display().to_string())?;
+    if stacks.is_empty() {
+        bail!("{}: no folded stacks", path.display());
+    }
+    Ok(stacks)
+}
+
+fn choose_event(args: &Args, info: &collapse::RecordingInfo) -> Result<usize> {
+    let sampled = info.sampled_events();
+    let names = || {
+        sampled
+            .iter()
+            .map(|&i| info.events[i].name.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    if let Some(name) = &args.event {
+        return info.event_by_name(name).with_context(|| {
+            format!(
+                "{}: no event {name:?} in this recording (it has: {})",
+                info.path.display(),
+                names()
+            )
+        });
+    }
+    let Some(&first) = sampled.first() else {
+        bail!("{}: the recording has no sampled events", info.path.display());
+    };
+    if sampled.len() > 1 && !args.quiet {
+        eprintln!(
+            "flamegraph-perf: {}: several events ({}); showing {}, choose another with --event NAME",
+            info.path.display(),
+            names(),
+            info.events[first].name
+        );
+    }
+    Ok(first)
+}
+
+fn collapse_options(args: &Args, event_index: usize) -> Result<CollapseOptions> {
+    let idle_filter = if args.keep_idle {
+        None
+    } else if let Some(pattern) = &args.idle_regex {
+        Some(IdleFilter::new(pattern).with_context(|| format!("--idle-regex {pattern:?}"))?)
+    } else {
+        Some(IdleFilter::default())
+    };
+    Ok(CollapseOptions {
+        event_index,
+        weight: match args.weight {
+            WeightArg::Samples => Weight::Samples,
+            WeightArg::Period => Weight::Period,
+        },
+        root: if args.tid {
+            RootFrame::Tid
+        } else if args.pid {
+            RootFrame::Pid
+        } else {
+            RootFrame::Comm
+        },
+        idle_filter,
+    })
+}
+
+fn this_hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_owned())
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "Flame Graph".to_owned())
+}

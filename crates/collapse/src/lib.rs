@@ -1,0 +1,24 @@
+//! perf.data and live samples → symbolized, folded stacks.
+//!
+//! The pipeline: a producer ([`PerfDataReader`], or the live recorder)
+//! pushes [`Event`]s into a [`Collapser`], which keeps the process model
+//! and aggregates samples on raw address stacks; [`Collapser::finish`]
+//! symbolizes each distinct address once and returns
+//! [`flamegraph_perf_folded::FoldedStacks`] with stackcollapse-perf's
+//! `--all` conventions (`_[k]` kernel and `_[j]` JIT frames, process name
+//! as root) and idle time removed.
+
+pub mod collapser;
+pub mod dso;
+pub mod event;
+pub mod idle;
+pub mod names;
+pub mod perf_data;
+pub mod process;
+pub mod symbols;
+
+pub use collapser::{CollapseOptions, CollapseStats, Collapsed, Collapser, RootFrame, Weight};
+pub use event::{Comm, CpuMode, Event, EventSink, Loss, Mmap, Sample, TaskEvent};
+pub use idle::{IdleFilter, DEFAULT_IDLE_PATTERN};
+pub use perf_data::{EventInfo, EventKind, PerfDataReader, ReadError, ReadStats, RecordingInfo};
+pub use symbols::SymbolizerOptions;

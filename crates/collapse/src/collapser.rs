@@ -1,0 +1,557 @@
+//! The converter: event stream in, folded stacks out.
+//!
+//! While events stream in, the [`Collapser`] keeps the process model current
+//! and aggregates samples on raw address stacks (per thread identity and
+//! mapping snapshot), so each distinct stack is stored once however often it
+//! was sampled. [`Collapser::finish`] then resolves each distinct (object,
+//! address) once, symbolizing objects in parallel, and folds the named
+//! stacks into a [`FoldedStacks`].
+
+use std::collections::HashMap;
+use std::hash::BuildHasherDefault;
+
+use flamegraph_perf_folded::{Annotation, FoldedStacks, FrameId};
+use rayon::prelude::*;
+use rustc_hash::FxHasher;
+
+use crate::dso::{DsoId, DsoKind, Dsos};
+use crate::event::{CpuMode, Event, EventSink, Loss, Mmap, Sample};
+use crate::idle::IdleFilter;
+use crate::names;
+use crate::process::{CommId, MapVersion, Mapping, ProcessModel};
+use crate::symbols::{KernelReference, Symbolizer, SymbolizerOptions};
+
+type FxHashMap<K, V> = hashbrown::HashMap<K, V, BuildHasherDefault<FxHasher>>;
+
+/// Callchain context markers (`PERF_CONTEXT_*` as u64).
+const CONTEXT_HV: u64 = -32i64 as u64;
+const CONTEXT_KERNEL: u64 = -128i64 as u64;
+const CONTEXT_USER: u64 = -512i64 as u64;
+const CONTEXT_GUEST_KERNEL: u64 = -2176i64 as u64;
+const CONTEXT_GUEST_USER: u64 = -2560i64 as u64;
+/// Values at or above this are markers, not addresses.
+const CONTEXT_MAX: u64 = -4095i64 as u64;
+
+/// How much each sample counts.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Weight {
+    /// One per sample (stackcollapse's count).
+    #[default]
+    Samples,
+    /// The sample's period (ns for cpu-clock): stacks weigh by time even
+    /// when the sampling rate varied.
+    Period,
+}
+
+/// What the root frame of every stack says.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum RootFrame {
+    /// The thread's name (`comm`).
+    #[default]
+    Comm,
+    /// `comm-PID`, like stackcollapse's `--pid`.
+    Pid,
+    /// `comm-PID/TID`, like stackcollapse's `--tid`.
+    Tid,
+}
+
+/// How to fold. Defaults give `stackcollapse-perf.pl --all` output minus idle time.
+#[derive(Clone, Debug)]
+pub struct CollapseOptions {
+    /// Index of the event whose samples are folded, in
+    /// [`crate::RecordingInfo::events`] order. Default: 0.
+    pub event_index: usize,
+    /// Sample counts or period sums. Default: [`Weight::Samples`].
+    pub weight: Weight,
+    /// Root frame format. Default: [`RootFrame::Comm`].
+    pub root: RootFrame,
+    /// Idle filter; `None` keeps idle stacks. Default: the default [`IdleFilter`].
+    pub idle_filter: Option<IdleFilter>,
+}
+
+impl Default for CollapseOptions {
+    fn default() -> CollapseOptions {
+        CollapseOptions {
+            event_index: 0,
+            weight: Weight::Samples,
+            root: RootFrame::Comm,
+            idle_filter: Some(IdleFilter::default()),
+        }
+    }
+}
+
+/// Counts gathered while collapsing, for the summary.
+#[derive(Clone, Debug, Default)]
+pub struct CollapseStats {
+    /// Samples of the folded event.
+    pub samples: u64,
+    /// Samples of other events in the stream (not folded).
+    pub other_event_samples: u64,
+    /// Total weight folded (after the idle filter).
+    pub weight: u64,
+    /// Records the kernel dropped (`PERF_RECORD_LOST`).
+    pub lost_records: u64,
+    /// Samples the kernel dropped (`PERF_RECORD_LOST_SAMPLES`).
+    pub lost_samples: u64,
+    /// Times the kernel throttled sampling.
+    pub throttled: u64,
+    /// Samples dropped as idle.
+    pub idle_samples: u64,
+    /// Weight dropped as idle.
+    pub idle_weight: u64,
+    /// Frames in the output, each counted once per sample of its stack.
+    pub frames: u64,
+    /// Of those, frames without a symbol (`[module]` or `[unknown]`).
+    pub unresolved_frames: u64,
+    /// Distinct raw address stacks seen.
+    pub distinct_address_stacks: usize,
+    /// User callchains cut where they left mapped code (broken frame pointers).
+    pub cut_user_chains: u64,
+    /// One line per code object that could not be symbolized.
+    pub object_problems: Vec<String>,
+}
+
+/// The result of collapsing: folded stacks and what it took.
+#[derive(Debug)]
+pub struct Collapsed {
+    /// The stacks.
+    pub stacks: FoldedStacks,
+    /// The counts.
+    pub stats: CollapseStats,
+}
+
+/// Identity of a stack's root: who was running.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+struct ThreadKey {
+    /// Thread name, or `None` if never named (shown as `:TID`, as perf does).
+    comm: Option<CommId>,
+    /// Shown pid/tid (−1 when the root format omits them) and, for
+    /// unnamed threads, the tid the name is made from.
+    pid: i32,
+    tid: i32,
+    /// The idle task (pid 0), subject to the idle filter.
+    idle: bool,
+}
+
+/// Event-stream consumer that folds samples; see the module docs.
+pub struct Collapser {
+    options: CollapseOptions,
+    model: ProcessModel,
+    dsos: Dsos,
+    kernel_reference: Option<KernelReference>,
+    /// Key: [thread key id << 32 | map version, callchain…] → (samples, weight).
+    stacks: FxHashMap<Box<[u64]>, (u64, u64)>,
+    key_buf: Vec<u64>,
+    thread_keys: Vec<ThreadKey>,
+    thread_key_ids: FxHashMap<ThreadKey, u32>,
+    stats: CollapseStats,
+}
+
+impl Collapser {
+    /// A collapser with no history.
+    pub fn new(options: CollapseOptions) -> Collapser {
+        Collapser {
+            options,
+            model: ProcessModel::new(),
+            dsos: Dsos::default(),
+            kernel_reference: None,
+            stacks: FxHashMap::default(),
+            key_buf: Vec::new(),
+            thread_keys: Vec::new(),
+            thread_key_ids: FxHashMap::default(),
+            stats: CollapseStats::default(),
+        }
+    }
+
+    /// Tells the collapser the build id the recording lists for a path, so
+    /// a different file at that path is not used for symbols.
+    pub fn add_build_id(&mut self, path: &[u8], build_id: &[u8]) {
+        self.dsos.note_build_id(path, build_id);
+    }
+
+    /// Counts so far.
+    pub fn stats(&self) -> &CollapseStats {
+        &self.stats
+    }
+
+    fn thread_key(&mut self, pid: i32, tid: i32) -> u32 {
+        let comm = self.model.thread_comm(tid);
+        let (shown_pid, shown_tid) = match self.options.root {
+            RootFrame::Comm => (-1, if comm.is_none() { tid } else { -1 }),
+            RootFrame::Pid => (pid, if comm.is_none() { tid } else { -1 }),
+            RootFrame::Tid => (pid, tid),
+        };
+        let key = ThreadKey {
+            comm,
+            pid: shown_pid,
+            tid: shown_tid,
+            idle: pid == 0,
+        };
+        if let Some(&id) = self.thread_key_ids.get(&key) {
+            return id;
+        }
+        let id = u32::try_from(self.thread_keys.len()).expect("fewer than 2^32 threads");
+        self.thread_keys.push(key);
+        self.thread_key_ids.insert(key, id);
+        id
+    }
+
+    fn on_sample(&mut self, sample: &Sample<'_>) {
+        if sample.event_index != self.options.event_index {
+            self.stats.other_event_samples += 1;
+            return;
+        }
+        self.stats.samples += 1;
+        let weight = match self.options.weight {
+            Weight::Samples => 1,
+            Weight::Period => sample.period.unwrap_or(1),
+        };
+        if weight == 0 {
+            return;
+        }
+        let thread = self.thread_key(sample.pid, sample.tid);
+        let version = self.model.freeze_maps(sample.pid);
+        self.key_buf.clear();
+        self.key_buf
+            .push(u64::from(thread) << 32 | u64::from(version));
+        let chain = sample.callchain;
+        if chain.is_empty() || chain[0] < CONTEXT_MAX {
+            self.key_buf.push(context_marker(sample.cpu_mode));
+        }
+        if chain.is_empty() {
+            self.key_buf.push(sample.ip.unwrap_or(0));
+        } else {
+            self.key_buf.extend_from_slice(chain);
+        }
+        let counts = self.stacks.entry_ref(&self.key_buf[..]).or_insert((0, 0));
+        counts.0 += 1;
+        counts.1 += weight;
+    }
+
+    fn on_mmap(&mut self, mmap: &Mmap<'_>) {
+        if !mmap.executable || mmap.len == 0 {
+            return;
+        }
+        let dso = self
+            .dsos
+            .for_mapping(mmap.pid, mmap.path, mmap.cpu_mode, mmap.build_id);
+        let mapping = Mapping {
+            start: mmap.start,
+            end: mmap.start.saturating_add(mmap.len),
+            pgoff: mmap.pgoff,
+            dso,
+        };
+        if self.dsos.get(dso).kind == DsoKind::Kernel {
+            // `[kernel.kallsyms]_text`: pgoff is the address of `_text`.
+            if let Some(symbol) = mmap.path.strip_prefix(b"[kernel.kallsyms]") {
+                if !symbol.is_empty() {
+                    self.kernel_reference = Some(KernelReference {
+                        symbol: String::from_utf8_lossy(symbol).into_owned(),
+                        address: mmap.pgoff,
+                    });
+                }
+            }
+        }
+        if matches!(mmap.cpu_mode, CpuMode::Kernel | CpuMode::GuestKernel) {
+            self.model.map_kernel(mapping);
+        } else {
+            self.model.map_user(mmap.pid, mapping);
+        }
+    }
+
+    /// Symbolizes and folds everything seen so far.
+    pub fn finish(self, symbolizer_options: SymbolizerOptions) -> Collapsed {
+        let Collapser {
+            options,
+            model,
+            mut dsos,
+            kernel_reference,
+            stacks,
+            thread_keys,
+            mut stats,
+            ..
+        } = self;
+        stats.distinct_address_stacks = stacks.len();
+
+        // 1. Raw addresses → (object, lookup address), each distinct pair once.
+        let kernel_dso = dsos.kernel();
+        let mut resolver = FrameResolver {
+            model: &model,
+            dsos: &dsos,
+            kernel_dso,
+            frame_ids: FxHashMap::default(),
+            frames: Vec::new(),
+        };
+        let mut flat_frames: Vec<u32> = Vec::new();
+        let mut resolved_stacks = Vec::with_capacity(stacks.len());
+        for (key, (samples, weight)) in stacks {
+            let thread = (key[0] >> 32) as u32;
+            let version = key[0] as u32 as MapVersion;
+            let start = flat_frames.len();
+            if resolver.resolve_chain(version, &key[1..], &mut flat_frames) {
+                stats.cut_user_chains += samples;
+            }
+            resolved_stacks.push((thread, samples, weight, start..flat_frames.len()));
+        }
+        let frames = resolver.frames;
+
+        // 2. Symbolize each object's addresses, objects in parallel.
+        let mut by_dso: HashMap<DsoId, Vec<u64>> = HashMap::new();
+        for &(dso, address) in &frames {
+            if dso != NO_DSO {
+                by_dso.entry(dso).or_default().push(address);
+            }
+        }
+        let mut requests: Vec<(DsoId, Vec<u64>)> = by_dso.into_iter().collect();
+        requests.sort_unstable_by_key(|(dso, _)| *dso);
+        for (_, addresses) in &mut requests {
+            addresses.sort_unstable();
+            addresses.dedup();
+        }
+        let symbolizer = Symbolizer::new(symbolizer_options, kernel_reference);
+        let results: Vec<_> = requests
+            .par_iter()
+            .map(|(dso, addresses)| symbolizer.resolve(dsos.get(*dso), addresses))
+            .collect();
+
+        // 3. Name every distinct frame: interned ids, outermost first.
+        let mut folded = FoldedStacks::new();
+        let mut frame_names: Vec<(Vec<FrameId>, bool)> = Vec::with_capacity(frames.len());
+        let request_index: HashMap<DsoId, usize> = requests
+            .iter()
+            .enumerate()
+            .map(|(i, (dso, _))| (*dso, i))
+            .collect();
+        let unknown = folded.intern_name("[unknown]", Annotation::None);
+        for &(dso_id, address) in &frames {
+            if dso_id == NO_DSO {
+                frame_names.push((vec![unknown], true));
+                continue;
+            }
+            let dso = dsos.get(dso_id);
+            let annotation = match dso.kind {
+                DsoKind::Kernel | DsoKind::KernelModule => Annotation::Kernel,
+                DsoKind::PerfMap(_) => Annotation::Jit,
+                _ => Annotation::None,
+            };
+            let request = request_index[&dso_id];
+            let (addresses, result) = (&requests[request].1, &results[request]);
+            let names = addresses
+                .binary_search(&address)
+                .ok()
+                .map(|i| &result.names[i][..])
+                .unwrap_or_default();
+            if names.is_empty() {
+                let id = folded.intern_name(&dso.unresolved_frame_name(), annotation);
+                frame_names.push((vec![id], true));
+                continue;
+            }
+            let mut ids = Vec::with_capacity(names.len());
+            for symbol in names {
+                let parts: Vec<&str> = if annotation == Annotation::Jit {
+                    names::split_jit_inlining(&symbol.name).collect()
+                } else {
+                    vec![&symbol.name]
+                };
+                for (j, part) in parts.into_iter().enumerate() {
+                    let frame_annotation = if symbol.inlined || j > 0 {
+                        Annotation::Inlined
+                    } else {
+                        annotation
+                    };
+                    ids.push(folded.intern_name(names::strip_parameters(part), frame_annotation));
+                }
+            }
+            frame_names.push((ids, false));
+        }
+        stats.object_problems = requests
+            .iter()
+            .zip(&results)
+            .filter_map(|((dso, addresses), result)| {
+                let problem = result.problem.as_ref()?;
+                Some(format!(
+                    "{problem} ({} address{})",
+                    addresses.len(),
+                    if addresses.len() == 1 { "" } else { "es" }
+                ))
+                .filter(|_| dsos.get(*dso).kind != DsoKind::Other)
+            })
+            .collect();
+
+        // 4. Fold: root frame, then frames root-first; idle filter; java tidying.
+        let mut root_ids: HashMap<u32, FrameId> = HashMap::new();
+        let mut java_tidied: HashMap<FrameId, FrameId> = HashMap::new();
+        let mut stack: Vec<FrameId> = Vec::new();
+        for (thread, samples, weight, range) in resolved_stacks {
+            let key = thread_keys[thread as usize];
+            let comm = key.comm.map(|c| model.comm(c));
+            let root = *root_ids.entry(thread).or_insert_with(|| {
+                folded.intern_name(&root_name(key, comm, options.root), Annotation::None)
+            });
+            stack.clear();
+            stack.push(root);
+            let mut unresolved = 0u64;
+            for &frame in flat_frames[range].iter().rev() {
+                let (ids, is_unresolved) = &frame_names[frame as usize];
+                unresolved += u64::from(*is_unresolved) * ids.len() as u64;
+                stack.extend_from_slice(ids);
+            }
+            if key.idle {
+                if let Some(filter) = &options.idle_filter {
+                    if filter.is_idle(stack[1..].iter().map(|&id| folded.frame(id).name())) {
+                        stats.idle_samples += samples;
+                        stats.idle_weight += weight;
+                        continue;
+                    }
+                }
+            }
+            if comm.is_some_and(|c| c.starts_with(b"java")) {
+                for id in &mut stack[1..] {
+                    *id = *java_tidied.entry(*id).or_insert_with(|| {
+                        let frame = folded.frame(*id).clone();
+                        let tidied = names::tidy_java(frame.name());
+                        if tidied.len() == frame.name().len() {
+                            *id
+                        } else {
+                            folded.intern_name(tidied, frame.annotation())
+                        }
+                    });
+                }
+            }
+            stats.frames += samples * (stack.len() as u64 - 1);
+            stats.unresolved_frames += samples * unresolved;
+            stats.weight += weight;
+            folded.add(&stack, weight);
+        }
+        Collapsed {
+            stacks: folded,
+            stats,
+        }
+    }
+}
+
+fn root_name(key: ThreadKey, comm: Option<&[u8]>, root: RootFrame) -> String {
+    let name = match comm {
+        Some(comm) => String::from_utf8_lossy(comm).into_owned(),
+        None => format!(":{}", key.tid),
+    };
+    match root {
+        RootFrame::Comm => name,
+        RootFrame::Pid => format!("{name}-{}", key.pid),
+        RootFrame::Tid => format!("{name}-{}/{}", key.pid, key.tid),
+    }
+}
+
+fn context_marker(mode: CpuMode) -> u64 {
+    match mode {
+        CpuMode::Kernel => CONTEXT_KERNEL,
+        CpuMode::User | CpuMode::Unknown => CONTEXT_USER,
+        CpuMode::Hypervisor => CONTEXT_HV,
+        CpuMode::GuestKernel => CONTEXT_GUEST_KERNEL,
+        CpuMode::GuestUser => CONTEXT_GUEST_USER,
+    }
+}
+
+/// Marks a frame that belongs to no known object.
+const NO_DSO: DsoId = DsoId::MAX;
+
+/// Turns raw callchains into indices of distinct (object, address) frames.
+struct FrameResolver<'m> {
+    model: &'m ProcessModel,
+    dsos: &'m Dsos,
+    kernel_dso: DsoId,
+    frame_ids: FxHashMap<(DsoId, u64), u32>,
+    frames: Vec<(DsoId, u64)>,
+}
+
+impl FrameResolver<'_> {
+    fn frame(&mut self, dso: DsoId, address: u64) -> u32 {
+        let next = self.frames.len() as u32;
+        *self.frame_ids.entry((dso, address)).or_insert_with(|| {
+            self.frames.push((dso, address));
+            next
+        })
+    }
+
+    /// Appends the frames of `chain` (leaf first) to `out`. Returns true if
+    /// the user part was cut because it left mapped code.
+    fn resolve_chain(&mut self, version: MapVersion, chain: &[u64], out: &mut Vec<u32>) -> bool {
+        let maps = self.model.frozen_maps(version);
+        let mut context = CONTEXT_USER;
+        let mut first_in_context = true;
+        let mut user_frames = 0;
+        let mut cut = false;
+        for &address in chain {
+            if address >= CONTEXT_MAX {
+                context = address;
+                first_in_context = true;
+                continue;
+            }
+            // Callers' entries are return addresses: look up the call itself.
+            let lookup = if first_in_context {
+                address
+            } else {
+                address.saturating_sub(1)
+            };
+            first_in_context = false;
+            match context {
+                CONTEXT_KERNEL => {
+                    let dso = self
+                        .model
+                        .kernel_maps()
+                        .find(address)
+                        .map(|m| m.dso)
+                        .unwrap_or(self.kernel_dso);
+                    let frame = self.frame(dso, lookup);
+                    out.push(frame);
+                }
+                CONTEXT_USER => {
+                    if cut {
+                        continue;
+                    }
+                    match maps.find(address) {
+                        Some(map) => {
+                            let relative = match self.dsos.get(map.dso).kind {
+                                DsoKind::Elf | DsoKind::Vdso => {
+                                    map.file_offset(lookup.max(map.start))
+                                }
+                                _ => lookup,
+                            };
+                            let frame = self.frame(map.dso, relative);
+                            out.push(frame);
+                            user_frames += 1;
+                        }
+                        None if user_frames == 0 => {
+                            let frame = self.frame(NO_DSO, 0);
+                            out.push(frame);
+                            user_frames += 1;
+                        }
+                        // Frame-pointer chains through code built without
+                        // frame pointers wander into data: stop there.
+                        None => cut = true,
+                    }
+                }
+                _ => {
+                    let frame = self.frame(NO_DSO, 0);
+                    out.push(frame);
+                }
+            }
+        }
+        cut
+    }
+}
+
+impl EventSink for Collapser {
+    fn event(&mut self, event: &Event<'_>) {
+        match event {
+            Event::Sample(sample) => self.on_sample(sample),
+            Event::Comm(comm) => self.model.set_comm(comm.pid, comm.tid, comm.name, comm.exec),
+            Event::Mmap(mmap) => self.on_mmap(mmap),
+            Event::Fork(task) => self.model.fork(task.pid, task.ppid, task.tid, task.ptid),
+            Event::Exit(_) => {}
+            Event::Lost(Loss::Records(n)) => self.stats.lost_records += n,
+            Event::Lost(Loss::Samples(n)) => self.stats.lost_samples += n,
+            Event::Lost(Loss::Throttled) => self.stats.throttled += 1,
+        }
+    }
+}

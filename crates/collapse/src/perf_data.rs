@@ -1,0 +1,525 @@
+//! Reading perf.data (file mode, pipe mode, zstd-compressed) into the event stream.
+//!
+//! [`PerfDataReader::open`] checks the header against the file size before
+//! anything is handed to linux-perf-data (which trusts offsets), and
+//! describes the recording in a [`RecordingInfo`].
+//! [`PerfDataReader::read_events`] then streams every record, in time order,
+//! into an [`EventSink`]; a record that does not parse is counted and
+//! skipped, and a read error ends the stream early with what was read so far.
+
+use std::fs::File;
+use std::io::{self, BufReader, Cursor, Read, Stdin};
+use std::path::{Path, PathBuf};
+
+use linux_perf_data::linux_perf_event_reader::{PerfEventType, SamplingPolicy, SoftwareCounterType};
+use linux_perf_data::{
+    AttributeDescription, PerfFile, PerfFileReader, PerfFileRecord, PerfRecordIter,
+};
+
+use crate::event::{event_from_record, EventSink};
+
+/// File-mode header size (`struct perf_file_header`).
+const FILE_HEADER_SIZE: u64 = 104;
+/// Pipe-mode header size (`struct perf_pipe_file_header`).
+const PIPE_HEADER_SIZE: u64 = 16;
+
+/// Why a recording could not be read at all.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    /// The file could not be opened or read.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file (`-` for stdin).
+        path: PathBuf,
+        /// The cause.
+        source: io::Error,
+    },
+    /// The file is empty.
+    #[error("{path}: empty file, not a perf.data recording")]
+    Empty {
+        /// The file.
+        path: PathBuf,
+    },
+    /// The magic bytes are wrong.
+    #[error("{path}: not a perf.data file (starts with {magic:?}, expected \"PERFILE2\")")]
+    NotPerfData {
+        /// The file.
+        path: PathBuf,
+        /// The first bytes.
+        magic: String,
+    },
+    /// The header or a section table is inconsistent with the file.
+    #[error("{path}: corrupt perf.data at offset {offset}: {what}")]
+    Corrupt {
+        /// The file.
+        path: PathBuf,
+        /// Byte offset of the bad field or section.
+        offset: u64,
+        /// What is wrong.
+        what: String,
+    },
+    /// linux-perf-data rejected the file.
+    #[error("{path}: cannot parse perf.data: {source}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// The parser's error.
+        source: linux_perf_data::Error,
+    },
+}
+
+/// What kind of event an attribute describes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EventKind {
+    /// `cpu-clock`: timer-based CPU sampling (period in ns).
+    CpuClock,
+    /// `task-clock`: per-task timer sampling (period in ns).
+    TaskClock,
+    /// Another software event.
+    Software,
+    /// A hardware (PMU) event.
+    Hardware,
+    /// A tracepoint (`subsystem:name`).
+    Tracepoint,
+    /// perf's placeholder event for side-band records; never sampled.
+    Dummy,
+    /// Anything else (raw PMU, breakpoints, …).
+    Other,
+}
+
+/// One event (attribute) of a recording.
+#[derive(Clone, Debug)]
+pub struct EventInfo {
+    /// Name as perf shows it (`cpu-clock`, `timer:timer_start`, …).
+    pub name: String,
+    /// Kind.
+    pub kind: EventKind,
+    /// Whether samples carry callchains (`-g`).
+    pub has_callchain: bool,
+    /// Sampling frequency in Hz, when sampling by frequency.
+    pub frequency: Option<u64>,
+    /// Sampling period, when sampling by period.
+    pub period: Option<u64>,
+}
+
+/// What a recording says about itself.
+#[derive(Clone, Debug, Default)]
+pub struct RecordingInfo {
+    /// The file (`-` for stdin).
+    pub path: PathBuf,
+    /// Host the recording was made on.
+    pub hostname: Option<String>,
+    /// Its kernel release.
+    pub os_release: Option<String>,
+    /// perf version that wrote it.
+    pub perf_version: Option<String>,
+    /// Architecture.
+    pub arch: Option<String>,
+    /// perf command line.
+    pub cmdline: Option<Vec<String>>,
+    /// Events in attribute order; [`crate::Sample::event_index`] indexes this.
+    pub events: Vec<EventInfo>,
+    /// (path, build id) pairs from the build-id table.
+    pub build_ids: Vec<(Vec<u8>, Vec<u8>)>,
+    /// True for pipe-mode data.
+    pub pipe_mode: bool,
+}
+
+impl RecordingInfo {
+    /// Indices of events that can have samples (not perf's dummy event).
+    pub fn sampled_events(&self) -> Vec<usize> {
+        self.events
+            .iter()
+            .enumerate()
+            .filter(|(_, e)| e.kind != EventKind::Dummy)
+            .map(|(i, _)| i)
+            .collect()
+    }
+
+    /// The index of the event called `name` (also accepting perf's
+    /// modifier-less form: `cpu-clock` for `cpu-clock:ppp`).
+    pub fn event_by_name(&self, name: &str) -> Option<usize> {
+        let base = |n: &str| -> String {
+            // Strip perf's `:u`/`:k`/`:ppp` modifiers but keep `subsystem:name`.
+            let mut parts: Vec<&str> = n.split(':').collect();
+            while parts.len() > 1
+                && parts
+                    .last()
+                    .is_some_and(|m| !m.is_empty() && m.chars().all(|c| "ukhGHpPSDIWe".contains(c)))
+            {
+                parts.pop();
+            }
+            parts.join(":")
+        };
+        self.events
+            .iter()
+            .position(|e| e.name == name)
+            .or_else(|| self.events.iter().position(|e| base(&e.name) == base(name)))
+    }
+}
+
+/// Counts from streaming the records.
+#[derive(Clone, Debug, Default)]
+pub struct ReadStats {
+    /// Records delivered (kernel and perf records).
+    pub records: u64,
+    /// Records that did not parse and were skipped.
+    pub malformed_records: u64,
+    /// Why reading stopped before the end, if it did.
+    pub stopped_early: Option<String>,
+}
+
+enum Records {
+    File(PerfRecordIter<Cursor<memmap2::Mmap>>),
+    Bytes(PerfRecordIter<Cursor<Vec<u8>>>),
+    Stdin(PerfRecordIter<BufReader<Stdin>>),
+}
+
+/// An open recording, ready to stream.
+pub struct PerfDataReader {
+    info: RecordingInfo,
+    perf_file: PerfFile,
+    records: Records,
+}
+
+impl PerfDataReader {
+    /// Opens a perf.data file, or stdin for `-` (pipe mode).
+    pub fn open(path: &Path) -> Result<PerfDataReader, ReadError> {
+        let io_error = |source| ReadError::Io {
+            path: path.to_owned(),
+            source,
+        };
+        if path == Path::new("-") {
+            let reader = BufReader::with_capacity(1 << 20, io::stdin());
+            let parsed = PerfFileReader::parse_pipe(reader).map_err(|source| match source {
+                linux_perf_data::Error::IoError(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
+                    ReadError::Empty {
+                        path: path.to_owned(),
+                    }
+                }
+                source => ReadError::Parse {
+                    path: path.to_owned(),
+                    source,
+                },
+            })?;
+            return Ok(PerfDataReader::new(
+                path,
+                true,
+                parsed.perf_file,
+                Records::Stdin(parsed.record_iter),
+            ));
+        }
+        let file = File::open(path).map_err(io_error)?;
+        let metadata = file.metadata().map_err(io_error)?;
+        if metadata.is_dir() {
+            return Err(io_error(io::Error::other("is a directory")));
+        }
+        if metadata.is_file() {
+            if metadata.len() == 0 {
+                return Err(ReadError::Empty {
+                    path: path.to_owned(),
+                });
+            }
+            // SAFETY: read-only mapping of a file we opened; see `validate_header`
+            // for the checks that keep every access inside it.
+            let map = unsafe { memmap2::Mmap::map(&file) }.map_err(io_error)?;
+            let pipe_mode = validate_header(path, &map)?;
+            let cursor = Cursor::new(map);
+            return if pipe_mode {
+                let parsed = PerfFileReader::parse_pipe(cursor).map_err(|source| parse_error(path, source))?;
+                Ok(PerfDataReader::new(path, true, parsed.perf_file, Records::File(parsed.record_iter)))
+            } else {
+                let parsed = PerfFileReader::parse_file(cursor).map_err(|source| parse_error(path, source))?;
+                Ok(PerfDataReader::new(path, false, parsed.perf_file, Records::File(parsed.record_iter)))
+            };
+        }
+        // A FIFO or character device: read it as a pipe-mode stream.
+        let mut bytes = Vec::new();
+        file.take(u64::MAX).read_to_end(&mut bytes).map_err(io_error)?;
+        Self::from_bytes(path, bytes)
+    }
+
+    /// Reads a recording held in memory (file or pipe mode).
+    pub fn from_bytes(path: &Path, bytes: Vec<u8>) -> Result<PerfDataReader, ReadError> {
+        if bytes.is_empty() {
+            return Err(ReadError::Empty {
+                path: path.to_owned(),
+            });
+        }
+        let pipe_mode = validate_header(path, &bytes)?;
+        let cursor = Cursor::new(bytes);
+        if pipe_mode {
+            let parsed = PerfFileReader::parse_pipe(cursor).map_err(|source| parse_error(path, source))?;
+            Ok(PerfDataReader::new(path, true, parsed.perf_file, Records::Bytes(parsed.record_iter)))
+        } else {
+            let parsed = PerfFileReader::parse_file(cursor).map_err(|source| parse_error(path, source))?;
+            Ok(PerfDataReader::new(path, false, parsed.perf_file, Records::Bytes(parsed.record_iter)))
+        }
+    }
+
+    fn new(path: &Path, pipe_mode: bool, perf_file: PerfFile, records: Records) -> PerfDataReader {
+        let info = describe(path, pipe_mode, &perf_file);
+        PerfDataReader {
+            info,
+            perf_file,
+            records,
+        }
+    }
+
+    /// What the recording says about itself.
+    pub fn info(&self) -> &RecordingInfo {
+        &self.info
+    }
+
+    /// Streams every record into `sink`, in time order.
+    pub fn read_events(&mut self, sink: &mut dyn EventSink) -> ReadStats {
+        match &mut self.records {
+            Records::File(iter) => stream(&mut self.perf_file, iter, sink),
+            Records::Bytes(iter) => stream(&mut self.perf_file, iter, sink),
+            Records::Stdin(iter) => stream(&mut self.perf_file, iter, sink),
+        }
+    }
+}
+
+fn parse_error(path: &Path, source: linux_perf_data::Error) -> ReadError {
+    ReadError::Parse {
+        path: path.to_owned(),
+        source,
+    }
+}
+
+fn stream<R: Read>(
+    perf_file: &mut PerfFile,
+    iter: &mut PerfRecordIter<R>,
+    sink: &mut dyn EventSink,
+) -> ReadStats {
+    let mut stats = ReadStats::default();
+    let mut callchain = Vec::new();
+    let mut names = Vec::new();
+    loop {
+        let record = match iter.next_record(perf_file) {
+            Ok(Some(record)) => record,
+            Ok(None) => break,
+            Err(e) => {
+                stats.stopped_early = Some(e.to_string());
+                break;
+            }
+        };
+        stats.records += 1;
+        if let PerfFileRecord::EventRecord { attr_index, record } = record {
+            match event_from_record(&record, attr_index, &mut callchain, &mut names) {
+                Ok(Some(event)) => sink.event(&event),
+                Ok(None) => {}
+                Err(_) => stats.malformed_records += 1,
+            }
+        }
+    }
+    stats
+}
+
+fn read_u64(bytes: &[u8], offset: usize, big_endian: bool) -> u64 {
+    let raw: [u8; 8] = bytes[offset..offset + 8].try_into().expect("8 bytes");
+    if big_endian {
+        u64::from_be_bytes(raw)
+    } else {
+        u64::from_le_bytes(raw)
+    }
+}
+
+/// Checks magic, header size and every section against the file length, so
+/// the parser never seeks outside the file or allocates for a section that
+/// cannot exist. Returns true for pipe mode.
+fn validate_header(path: &Path, bytes: &[u8]) -> Result<bool, ReadError> {
+    let len = bytes.len() as u64;
+    let corrupt = |offset: u64, what: String| ReadError::Corrupt {
+        path: path.to_owned(),
+        offset,
+        what,
+    };
+    if bytes.len() < 8 || !(&bytes[..8] == b"PERFILE2" || &bytes[..8] == b"2ELIFREP") {
+        let shown = &bytes[..bytes.len().min(8)];
+        return Err(ReadError::NotPerfData {
+            path: path.to_owned(),
+            magic: String::from_utf8_lossy(shown).into_owned(),
+        });
+    }
+    let big_endian = &bytes[..8] == b"2ELIFREP";
+    if bytes.len() < 16 {
+        return Err(corrupt(8, format!("file ends after {len} bytes, inside the header")));
+    }
+    let header_size = read_u64(bytes, 8, big_endian);
+    if header_size == PIPE_HEADER_SIZE {
+        return Ok(true);
+    }
+    if header_size != FILE_HEADER_SIZE {
+        return Err(corrupt(
+            8,
+            format!("header size {header_size}, expected {FILE_HEADER_SIZE} (file) or {PIPE_HEADER_SIZE} (pipe)"),
+        ));
+    }
+    if len < FILE_HEADER_SIZE {
+        return Err(corrupt(len, format!("file ends after {len} bytes, inside the {FILE_HEADER_SIZE}-byte header")));
+    }
+    let section = |field_offset: usize, name: &str| -> Result<(u64, u64), ReadError> {
+        let offset = read_u64(bytes, field_offset, big_endian);
+        let size = read_u64(bytes, field_offset + 8, big_endian);
+        match offset.checked_add(size) {
+            Some(end) if end <= len => Ok((offset, size)),
+            _ => Err(corrupt(
+                field_offset as u64,
+                format!("{name} section [{offset}, +{size}) lies outside the {len}-byte file"),
+            )),
+        }
+    };
+    let attr_size = read_u64(bytes, 16, big_endian);
+    let (_, attrs_size) = section(24, "attribute")?;
+    let (data_offset, data_size) = section(40, "data")?;
+    section(56, "event types")?;
+    if attr_size == 0 || attr_size > 4096 || attrs_size % attr_size != 0 {
+        return Err(corrupt(16, format!("attribute size {attr_size} does not divide the attribute section ({attrs_size} bytes)")));
+    }
+    if data_size == 0 {
+        return Err(corrupt(
+            40,
+            "the data section is empty (was perf record killed before it finished?)".into(),
+        ));
+    }
+    // Feature section table: one (offset, size) pair per feature bit, right after the data.
+    let feature_bits: u32 = (0..4).map(|i| read_u64(bytes, 72 + 8 * i, big_endian).count_ones()).sum();
+    let table_start = data_offset + data_size;
+    let table_end = table_start + 16 * u64::from(feature_bits);
+    if table_end > len {
+        return Err(corrupt(
+            table_start,
+            format!("feature section table ({feature_bits} entries) runs past the end of the file"),
+        ));
+    }
+    for i in 0..u64::from(feature_bits) {
+        let at = (table_start + 16 * i) as usize;
+        let offset = read_u64(bytes, at, big_endian);
+        let size = read_u64(bytes, at + 8, big_endian);
+        if offset.checked_add(size).is_none_or(|end| end > len) {
+            return Err(corrupt(
+                at as u64,
+                format!("feature section [{offset}, +{size}) lies outside the {len}-byte file"),
+            ));
+        }
+    }
+    Ok(false)
+}
+
+fn describe(path: &Path, pipe_mode: bool, perf_file: &PerfFile) -> RecordingInfo {
+    let events = perf_file.event_attributes().iter().map(describe_event).collect();
+    let mut build_ids: Vec<(Vec<u8>, Vec<u8>)> = perf_file
+        .build_ids()
+        .unwrap_or_default()
+        .into_values()
+        .map(|info| (info.path, info.build_id))
+        .collect();
+    build_ids.sort();
+    RecordingInfo {
+        path: path.to_owned(),
+        hostname: perf_file.hostname().ok().flatten().map(str::to_owned),
+        os_release: perf_file.os_release().ok().flatten().map(str::to_owned),
+        perf_version: perf_file.perf_version().ok().flatten().map(str::to_owned),
+        arch: perf_file.arch().ok().flatten().map(str::to_owned),
+        cmdline: perf_file
+            .cmdline()
+            .ok()
+            .flatten()
+            .map(|args| args.into_iter().map(str::to_owned).collect()),
+        events,
+        build_ids,
+        pipe_mode,
+    }
+}
+
+fn describe_event(attr: &AttributeDescription) -> EventInfo {
+    let attributes = attr.attributes();
+    let kind = match attributes.type_ {
+        PerfEventType::Software(SoftwareCounterType::CpuClock) => EventKind::CpuClock,
+        PerfEventType::Software(SoftwareCounterType::TaskClock) => EventKind::TaskClock,
+        PerfEventType::Software(SoftwareCounterType::Dummy) => EventKind::Dummy,
+        PerfEventType::Software(_) => EventKind::Software,
+        PerfEventType::Hardware(..) | PerfEventType::HwCache(..) => EventKind::Hardware,
+        PerfEventType::Tracepoint(_) => EventKind::Tracepoint,
+        _ => EventKind::Other,
+    };
+    let name = attr.name().map(str::to_owned).unwrap_or_else(|| match attributes.type_ {
+        PerfEventType::Software(SoftwareCounterType::CpuClock) => "cpu-clock".into(),
+        PerfEventType::Software(SoftwareCounterType::TaskClock) => "task-clock".into(),
+        PerfEventType::Software(SoftwareCounterType::Dummy) => "dummy".into(),
+        PerfEventType::Tracepoint(id) => format!("tracepoint:{id}"),
+        ref other => format!("{other:?}"),
+    });
+    let (frequency, period) = match attributes.sampling_policy {
+        SamplingPolicy::Frequency(hz) => (Some(hz), None),
+        SamplingPolicy::Period(period) => (None, Some(period.get())),
+        _ => (None, None),
+    };
+    EventInfo {
+        name,
+        kind,
+        has_callchain: attributes
+            .sample_format
+            .contains(linux_perf_data::linux_perf_event_reader::SampleFormat::CALLCHAIN),
+        frequency,
+        period,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn header(data_offset: u64, data_size: u64, total: usize) -> Vec<u8> {
+        let mut bytes = vec![0u8; total];
+        bytes[..8].copy_from_slice(b"PERFILE2");
+        bytes[8..16].copy_from_slice(&104u64.to_le_bytes());
+        bytes[16..24].copy_from_slice(&136u64.to_le_bytes());
+        bytes[40..48].copy_from_slice(&data_offset.to_le_bytes());
+        bytes[48..56].copy_from_slice(&data_size.to_le_bytes());
+        bytes
+    }
+
+    #[test]
+    fn rejects_sections_outside_the_file_before_parsing() {
+        let path = Path::new("x.data");
+        // A 104-byte file claiming a huge data section (seen to panic or abort the parser).
+        let bytes = header(104, 1 << 40, 120);
+        let err = validate_header(path, &bytes).unwrap_err();
+        assert!(matches!(err, ReadError::Corrupt { offset: 40, .. }), "{err}");
+        let bytes = header(u64::MAX - 4, 8, 120);
+        assert!(validate_header(path, &bytes).is_err());
+        let err = validate_header(path, b"hello world, not perf").unwrap_err();
+        assert!(err.to_string().contains("not a perf.data file"), "{err}");
+        let err = validate_header(path, &header(104, 0, 104)).unwrap_err();
+        assert!(err.to_string().contains("data section is empty"), "{err}");
+    }
+
+    #[test]
+    fn event_names_match_with_and_without_modifiers() {
+        let info = RecordingInfo {
+            events: vec![
+                EventInfo {
+                    name: "cpu-clock:ppp".into(),
+                    kind: EventKind::CpuClock,
+                    has_callchain: true,
+                    frequency: Some(99),
+                    period: None,
+                },
+                EventInfo {
+                    name: "timer:timer_start".into(),
+                    kind: EventKind::Tracepoint,
+                    has_callchain: true,
+                    frequency: None,
+                    period: Some(1),
+                },
+            ],
+            ..RecordingInfo::default()
+        };
+        assert_eq!(info.event_by_name("cpu-clock"), Some(0));
+        assert_eq!(info.event_by_name("timer:timer_start"), Some(1));
+        assert_eq!(info.event_by_name("sched:sched_switch"), None);
+    }
+}

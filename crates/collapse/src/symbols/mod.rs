@@ -1,0 +1,314 @@
+//! Symbolization: (code object, address) → function names.
+//!
+//! Kernel addresses resolve through kallsyms, ELF objects through their
+//! `.symtab` (or a separate debug file's, then `.dynsym`), the vDSO through
+//! this process's own copy, and JIT code through `/tmp/perf-PID.map`. Each
+//! object is loaded at most once, and only if some address needs it.
+
+pub mod demangle;
+pub mod elf;
+pub mod kallsyms;
+pub mod table;
+
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+use crate::dso::{Dso, DsoKind};
+use elf::{ElfProblem, ElfSymbols};
+use kallsyms::Kallsyms;
+
+/// Where symbols come from. Defaults match `perf script` on the recording host.
+#[derive(Clone, Debug, Default)]
+pub struct SymbolizerOptions {
+    /// Directory prefixed to every binary and perf-map path, like perf's
+    /// `--symfs`. Default: none (paths are used as recorded).
+    pub symfs: Option<PathBuf>,
+    /// Kernel symbol file. Default: none, meaning `/proc/kallsyms`.
+    pub kallsyms: Option<PathBuf>,
+    /// Expand functions inlined into each frame from DWARF, as `_[i]`
+    /// frames. Default: `false` (perf script does not show them either).
+    pub inline: bool,
+    /// Demangle C++ and Rust names. Default (`false` here, set by
+    /// [`SymbolizerOptions::new`]): the CLI always demangles.
+    pub no_demangle: bool,
+}
+
+impl SymbolizerOptions {
+    /// Options with every default.
+    pub fn new() -> SymbolizerOptions {
+        SymbolizerOptions::default()
+    }
+}
+
+/// One name a frame resolves to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SymbolName {
+    /// Demangled name.
+    pub name: String,
+    /// True for a function inlined into the frame's real function.
+    pub inlined: bool,
+}
+
+/// What symbolizing one object produced.
+#[derive(Debug, Default)]
+pub struct ObjectSymbols {
+    /// For each requested address, its names outermost first (the real
+    /// function, then inlined callees); empty when unresolved.
+    pub names: Vec<Vec<SymbolName>>,
+    /// Why the object gave no symbols, when it did not.
+    pub problem: Option<String>,
+}
+
+/// Kernel relocation reference: the symbol named in the kernel map's path
+/// (`[kernel.kallsyms]_text` → `_text`) and its address at record time.
+#[derive(Clone, Debug)]
+pub struct KernelReference {
+    /// Symbol name.
+    pub symbol: String,
+    /// Its address when recorded.
+    pub address: u64,
+}
+
+/// Resolves addresses to names; shareable across threads.
+#[derive(Debug)]
+pub struct Symbolizer {
+    options: SymbolizerOptions,
+    kernel_reference: Option<KernelReference>,
+    kallsyms: OnceLock<Result<Kallsyms, String>>,
+}
+
+impl Symbolizer {
+    /// A symbolizer; nothing is loaded until needed.
+    pub fn new(options: SymbolizerOptions, kernel_reference: Option<KernelReference>) -> Symbolizer {
+        Symbolizer {
+            options,
+            kernel_reference,
+            kallsyms: OnceLock::new(),
+        }
+    }
+
+    /// The path a recorded path is read from (prefixed by symfs).
+    pub fn host_path(&self, recorded: &[u8]) -> PathBuf {
+        use std::os::unix::ffi::OsStrExt;
+        let recorded = recorded.strip_suffix(b" (deleted)").unwrap_or(recorded);
+        let path = Path::new(std::ffi::OsStr::from_bytes(recorded));
+        match &self.options.symfs {
+            Some(root) => root.join(path.strip_prefix("/").unwrap_or(path)),
+            None => path.to_owned(),
+        }
+    }
+
+    fn root(&self) -> PathBuf {
+        self.options
+            .symfs
+            .clone()
+            .unwrap_or_else(|| PathBuf::from("/"))
+    }
+
+    fn kallsyms(&self) -> &Result<Kallsyms, String> {
+        self.kallsyms.get_or_init(|| {
+            let path = self
+                .options
+                .kallsyms
+                .clone()
+                .unwrap_or_else(|| PathBuf::from("/proc/kallsyms"));
+            let text = read_bounded(&path, kallsyms::MAX_KALLSYMS_BYTES)
+                .map_err(|e| format!("{}: {e}", path.display()))?;
+            Kallsyms::parse(&text).ok_or_else(|| {
+                format!(
+                    "{}: no kernel addresses (kptr_restrict?); kernel frames stay unresolved",
+                    path.display()
+                )
+            })
+        })
+    }
+
+    /// Resolves sorted, distinct `addresses` in `dso`. Addresses are what
+    /// the collapser recorded: file offsets for ELF objects and the vDSO,
+    /// absolute addresses for the kernel and JIT code.
+    pub fn resolve(&self, dso: &Dso, addresses: &[u64]) -> ObjectSymbols {
+        match dso.kind {
+            DsoKind::Kernel | DsoKind::KernelModule => self.resolve_kernel(addresses),
+            DsoKind::Elf => {
+                let path = self.host_path(&dso.name);
+                match ElfSymbols::load(&path, &self.root(), dso.build_id.as_deref()) {
+                    Ok(symbols) => self.resolve_elf(&symbols, addresses),
+                    Err(problem) => unresolved(addresses, problem_text(&problem)),
+                }
+            }
+            DsoKind::Vdso => match vdso_symbols() {
+                Some(symbols) => self.resolve_elf(symbols, addresses),
+                None => unresolved(addresses, "[vdso]: no vDSO image in this process".into()),
+            },
+            DsoKind::PerfMap(_) => {
+                let path = self.host_path(&dso.name);
+                match flamegraph_perf_jvm_maps::read_perf_map(&path) {
+                    Ok(map) => ObjectSymbols {
+                        names: addresses
+                            .iter()
+                            .map(|&a| {
+                                map.lookup(a)
+                                    .map(|name| {
+                                        vec![SymbolName {
+                                            name: name.to_owned(),
+                                            inlined: false,
+                                        }]
+                                    })
+                                    .unwrap_or_default()
+                            })
+                            .collect(),
+                        problem: None,
+                    },
+                    Err(e) => unresolved(addresses, e.to_string()),
+                }
+            }
+            DsoKind::Other => unresolved(addresses, String::new()),
+        }
+    }
+
+    fn resolve_kernel(&self, addresses: &[u64]) -> ObjectSymbols {
+        let kallsyms = match self.kallsyms() {
+            Ok(k) => k,
+            Err(e) => return unresolved(addresses, e.clone()),
+        };
+        // perf relocates kallsyms by the reference symbol: the kernel may
+        // sit elsewhere now (KASLR) than when it was recorded.
+        let delta = self
+            .kernel_reference
+            .as_ref()
+            .and_then(|r| Some(kallsyms.address_of(r.symbol.as_bytes())?.wrapping_sub(r.address)))
+            .unwrap_or(0);
+        ObjectSymbols {
+            names: addresses
+                .iter()
+                .map(|&a| {
+                    kallsyms
+                        .lookup(a.wrapping_add(delta))
+                        .map(|name| {
+                            vec![SymbolName {
+                                name: String::from_utf8_lossy(name).into_owned(),
+                                inlined: false,
+                            }]
+                        })
+                        .unwrap_or_default()
+                })
+                .collect(),
+            problem: None,
+        }
+    }
+
+    fn resolve_elf(&self, symbols: &ElfSymbols, addresses: &[u64]) -> ObjectSymbols {
+        let dwarf = if self.options.inline {
+            symbols
+                .dwarf_file()
+                .and_then(|path| addr2line::Loader::new(path).ok())
+        } else {
+            None
+        };
+        let names = addresses
+            .iter()
+            .map(|&offset| {
+                let Some(raw) = symbols.lookup(offset) else {
+                    return Vec::new();
+                };
+                let mut names = vec![SymbolName {
+                    name: self.demangle(raw),
+                    inlined: false,
+                }];
+                if let (Some(dwarf), Some(vaddr)) = (&dwarf, symbols.vaddr_of_offset(offset)) {
+                    names.extend(inlined_functions(dwarf, vaddr, |raw| self.demangle(raw)));
+                }
+                names
+            })
+            .collect();
+        ObjectSymbols {
+            names,
+            problem: symbols
+                .is_empty()
+                .then(|| "no symbols".to_owned()),
+        }
+    }
+
+    fn demangle(&self, raw: &[u8]) -> String {
+        if self.options.no_demangle {
+            String::from_utf8_lossy(raw).into_owned()
+        } else {
+            demangle::demangle(raw)
+        }
+    }
+}
+
+/// The functions inlined at `vaddr`, outermost first, from DWARF.
+fn inlined_functions(
+    dwarf: &addr2line::Loader,
+    vaddr: u64,
+    demangle: impl Fn(&[u8]) -> String,
+) -> Vec<SymbolName> {
+    let Ok(mut frames) = dwarf.find_frames(vaddr) else {
+        return Vec::new();
+    };
+    let mut innermost_first = Vec::new();
+    while let Ok(Some(frame)) = frames.next() {
+        let name = frame
+            .function
+            .as_ref()
+            .and_then(|f| f.raw_name().ok().map(|n| demangle(n.as_bytes())));
+        innermost_first.push(name.unwrap_or_else(|| "[unknown]".to_owned()));
+    }
+    // The last DWARF frame is the real function, already named from the
+    // symbol table; the others were inlined into it.
+    innermost_first.pop();
+    innermost_first
+        .into_iter()
+        .rev()
+        .map(|name| SymbolName {
+            name,
+            inlined: true,
+        })
+        .collect()
+}
+
+fn problem_text(problem: &ElfProblem) -> String {
+    problem.to_string()
+}
+
+fn unresolved(addresses: &[u64], problem: String) -> ObjectSymbols {
+    ObjectSymbols {
+        names: vec![Vec::new(); addresses.len()],
+        problem: (!problem.is_empty()).then_some(problem),
+    }
+}
+
+/// Reads at most `limit` bytes of a file.
+fn read_bounded(path: &Path, limit: u64) -> std::io::Result<Vec<u8>> {
+    use std::io::Read;
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)?.take(limit).read_to_end(&mut bytes)?;
+    Ok(bytes)
+}
+
+/// This process's vDSO, which is the recorded one when the recording comes
+/// from this kernel (perf makes the same assumption).
+fn vdso_symbols() -> Option<&'static ElfSymbols> {
+    static VDSO: OnceLock<Option<ElfSymbols>> = OnceLock::new();
+    VDSO.get_or_init(|| {
+        let maps = std::fs::read_to_string("/proc/self/maps").ok()?;
+        let line = maps.lines().find(|l| l.ends_with("[vdso]"))?;
+        let range = line.split_whitespace().next()?;
+        let (start, end) = range.split_once('-')?;
+        let start = u64::from_str_radix(start, 16).ok()?;
+        let end = u64::from_str_radix(end, 16).ok()?;
+        let len = usize::try_from(end.checked_sub(start)?).ok()?;
+        if len > 1 << 20 {
+            return None;
+        }
+        let mut image = vec![0; len];
+        use std::os::unix::fs::FileExt;
+        std::fs::File::open("/proc/self/mem")
+            .ok()?
+            .read_exact_at(&mut image, start)
+            .ok()?;
+        ElfSymbols::from_image(image).ok()
+    })
+    .as_ref()
+}

@@ -1,0 +1,120 @@
+//! Command-line arguments.
+
+use std::path::PathBuf;
+
+use clap::{Parser, ValueEnum};
+
+/// Linux CPU samples to an interactive flamegraph, in one command.
+///
+/// Reads a perf.data recording (`-i`) or folded stacks (`--from-folded`),
+/// symbolizes, drops idle time, folds the stacks and writes an SVG
+/// flamegraph to stdout (to `flamegraph.svg` when stdout is a terminal).
+///
+/// Exit status: 0 success; 2 error, no graph; 3 graph made from partial data
+/// (the recording is damaged or was cut short).
+#[derive(Debug, Parser)]
+#[command(name = "flamegraph-perf", version, about, long_about)]
+pub struct Args {
+    /// perf.data file to read; `-` reads a pipe-mode stream from stdin.
+    #[arg(short = 'i', long = "input", value_name = "FILE")]
+    pub input: Option<PathBuf>,
+
+    /// Render existing folded stacks (`frame;frame;... COUNT` lines) from
+    /// FILE, or stdin for `-`.
+    #[arg(long, value_name = "FILE", conflicts_with = "input")]
+    pub from_folded: Option<PathBuf>,
+
+    /// Print folded stacks instead of an SVG.
+    #[arg(long)]
+    pub folded: bool,
+
+    /// Event to fold when the recording has several (default: the first).
+    #[arg(long, value_name = "NAME")]
+    pub event: Option<String>,
+
+    /// What each sample weighs.
+    #[arg(long, value_enum, default_value_t = WeightArg::Samples)]
+    pub weight: WeightArg,
+
+    /// Root frames are `comm-PID`.
+    #[arg(long)]
+    pub pid: bool,
+
+    /// Root frames are `comm-PID/TID`.
+    #[arg(long)]
+    pub tid: bool,
+
+    /// Keep the idle task's idle stacks.
+    #[arg(long)]
+    pub keep_idle: bool,
+
+    /// Regex of idle frames, replacing the default set (matched anywhere in
+    /// a frame name, like `grep -E`).
+    #[arg(long, value_name = "REGEX", conflicts_with = "keep_idle")]
+    pub idle_regex: Option<String>,
+
+    /// Look for binaries (and perf maps) under DIR, like perf's --symfs.
+    #[arg(long, value_name = "DIR")]
+    pub symfs: Option<PathBuf>,
+
+    /// Kernel symbols from FILE instead of /proc/kallsyms.
+    #[arg(long, value_name = "FILE")]
+    pub kallsyms: Option<PathBuf>,
+
+    /// Show functions inlined into each frame (from DWARF) as `_[i]` frames.
+    #[arg(long)]
+    pub inline: bool,
+
+    /// Show mangled C++/Rust names.
+    #[arg(long)]
+    pub no_demangle: bool,
+
+    /// Graph title (default: the recording's hostname).
+    #[arg(long)]
+    pub title: Option<String>,
+
+    /// Second title line.
+    #[arg(long)]
+    pub subtitle: Option<String>,
+
+    /// Image width in pixels (default: fluid, fills the window).
+    #[arg(long, value_name = "PIXELS")]
+    pub width: Option<usize>,
+
+    /// Omit frames narrower than this many pixels.
+    #[arg(long, value_name = "PIXELS", default_value_t = 0.1)]
+    pub minwidth: f64,
+
+    /// Colour palette (java colours kernel, JIT and inlined frames apart).
+    #[arg(long, default_value = "java")]
+    pub colors: String,
+
+    /// Colour by position instead of by a hash of the function name.
+    #[arg(long)]
+    pub no_hash: bool,
+
+    /// Reverse stacks: leaf functions at the root (a "who calls the hot function" view).
+    #[arg(long)]
+    pub reverse: bool,
+
+    /// Icicle graph: grow top-down.
+    #[arg(long)]
+    pub inverted: bool,
+
+    /// Name of the counted unit in tooltips (default: samples, or ns for --weight period).
+    #[arg(long, value_name = "NAME")]
+    pub countname: Option<String>,
+
+    /// No summary on stderr.
+    #[arg(short, long)]
+    pub quiet: bool,
+}
+
+/// `--weight` values.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum WeightArg {
+    /// One per sample.
+    Samples,
+    /// Sum of sample periods (ns for cpu-clock).
+    Period,
+}
