@@ -65,6 +65,13 @@ pub struct Args {
     #[arg(long)]
     pub inline: bool,
 
+    /// Look up callers' return addresses as they are, as perf script does,
+    /// instead of the call instruction before them. Use it to compare with
+    /// folded stacks made by `perf script | stackcollapse-perf.pl`: perf
+    /// names the wrong function when a call is a function's last instruction.
+    #[arg(long)]
+    pub raw_return_addresses: bool,
+
     /// Show mangled C++/Rust names.
     #[arg(long)]
     pub no_demangle: bool,

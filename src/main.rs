@@ -13,7 +13,7 @@ use clap::Parser;
 
 use cli::{Args, WeightArg};
 use collapse::{
-    CollapseOptions, Collapsed, Collapser, IdleFilter, PerfDataReader, RootFrame,
+    CollapseOptions, Collapsed, Collapser, IdleFilter, PerfDataReader, ReturnAddresses, RootFrame,
     SymbolizerOptions, Weight,
 };
 use folded::FoldedStacks;
@@ -72,6 +72,7 @@ fn run(args: &Args) -> Result<Completeness> {
         kallsyms: args.kallsyms.clone(),
         inline: args.inline,
         no_demangle: args.no_demangle,
+        recorded_kernel_release: info.os_release.clone(),
     });
     let event_name = &info.events[event_index].name;
     if !args.quiet {
@@ -176,6 +177,11 @@ fn collapse_options(args: &Args, event_index: usize) -> Result<CollapseOptions> 
             RootFrame::Comm
         },
         idle_filter,
+        return_addresses: if args.raw_return_addresses {
+            ReturnAddresses::AsIs
+        } else {
+            ReturnAddresses::CallSite
+        },
     })
 }
 

@@ -55,6 +55,20 @@ pub enum RootFrame {
     Tid,
 }
 
+/// Which address names a caller's frame.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ReturnAddresses {
+    /// Look up the call instruction (return address − 1): names the right
+    /// function when a call is a function's last instruction (calls to
+    /// `noreturn` functions), and treats the kernel's `__pfx_f` entry
+    /// padding as part of `f`.
+    #[default]
+    CallSite,
+    /// Look up return addresses as they are, as perf does; for comparing
+    /// with folded stacks made from `perf script`.
+    AsIs,
+}
+
 /// How to fold. Defaults give `stackcollapse-perf.pl --all` output minus idle time.
 #[derive(Clone, Debug)]
 pub struct CollapseOptions {
@@ -67,6 +81,8 @@ pub struct CollapseOptions {
     pub root: RootFrame,
     /// Idle filter; `None` keeps idle stacks. Default: the default [`IdleFilter`].
     pub idle_filter: Option<IdleFilter>,
+    /// How callers' return addresses are looked up. Default: [`ReturnAddresses::CallSite`].
+    pub return_addresses: ReturnAddresses,
 }
 
 impl Default for CollapseOptions {
@@ -76,6 +92,7 @@ impl Default for CollapseOptions {
             weight: Weight::Samples,
             root: RootFrame::Comm,
             idle_filter: Some(IdleFilter::default()),
+            return_addresses: ReturnAddresses::CallSite,
         }
     }
 }
@@ -279,6 +296,7 @@ impl Collapser {
             model: &model,
             dsos: &dsos,
             kernel_dso,
+            call_sites: options.return_addresses == ReturnAddresses::CallSite,
             frame_ids: FxHashMap::default(),
             frames: Vec::new(),
         };
@@ -348,10 +366,17 @@ impl Collapser {
             }
             let mut ids = Vec::with_capacity(names.len());
             for symbol in names {
+                let mut name = symbol.name.as_str();
+                if annotation == Annotation::Kernel && options.return_addresses == ReturnAddresses::CallSite {
+                    // `__pfx_f` is the padding before `f` where call-depth
+                    // tracking and CFI code run on entry to `f` (and where a
+                    // retpoline's target lands): it is part of `f`.
+                    name = name.strip_prefix("__pfx_").filter(|n| !n.is_empty()).unwrap_or(name);
+                }
                 let parts: Vec<&str> = if annotation == Annotation::Jit {
-                    names::split_jit_inlining(&symbol.name).collect()
+                    names::split_jit_inlining(name).collect()
                 } else {
-                    vec![&symbol.name]
+                    vec![name]
                 };
                 for (j, part) in parts.into_iter().enumerate() {
                     let frame_annotation = if symbol.inlined || j > 0 {
@@ -460,6 +485,8 @@ struct FrameResolver<'m> {
     model: &'m ProcessModel,
     dsos: &'m Dsos,
     kernel_dso: DsoId,
+    /// Look up return addresses − 1.
+    call_sites: bool,
     frame_ids: FxHashMap<(DsoId, u64), u32>,
     frames: Vec<(DsoId, u64)>,
 }
@@ -488,7 +515,7 @@ impl FrameResolver<'_> {
                 continue;
             }
             // Callers' entries are return addresses: look up the call itself.
-            let lookup = if first_in_context {
+            let lookup = if first_in_context || !self.call_sites {
                 address
             } else {
                 address.saturating_sub(1)

@@ -17,7 +17,9 @@ pub mod perf_data;
 pub mod process;
 pub mod symbols;
 
-pub use collapser::{CollapseOptions, CollapseStats, Collapsed, Collapser, RootFrame, Weight};
+pub use collapser::{
+    CollapseOptions, CollapseStats, Collapsed, Collapser, ReturnAddresses, RootFrame, Weight,
+};
 pub use event::{Comm, CpuMode, Event, EventSink, Loss, Mmap, Sample, TaskEvent};
 pub use idle::{IdleFilter, DEFAULT_IDLE_PATTERN};
 pub use perf_data::{EventInfo, EventKind, PerfDataReader, ReadError, ReadStats, RecordingInfo};

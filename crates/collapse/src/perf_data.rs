@@ -136,11 +136,17 @@ impl RecordingInfo {
             .collect()
     }
 
-    /// The index of the event called `name` (also accepting perf's
-    /// modifier-less form: `cpu-clock` for `cpu-clock:ppp`).
+    /// The index of the event called `name`, also accepting perf's plain
+    /// form for decorated names (`cpu-clock` for `cpu-clock:ppp` or
+    /// `cpu-clock/freq=999/`).
     pub fn event_by_name(&self, name: &str) -> Option<usize> {
         let base = |n: &str| -> String {
-            // Strip perf's `:u`/`:k`/`:ppp` modifiers but keep `subsystem:name`.
+            // Strip perf's `/term=value/` list and `:u`/`:k`/`:ppp`
+            // modifiers, but keep `subsystem:name`.
+            let n = match n.split_once('/') {
+                Some((event, terms)) if terms.contains('/') => event,
+                _ => n,
+            };
             let mut parts: Vec<&str> = n.split(':').collect();
             while parts.len() > 1
                 && parts
@@ -519,6 +525,7 @@ mod tests {
             ..RecordingInfo::default()
         };
         assert_eq!(info.event_by_name("cpu-clock"), Some(0));
+        assert_eq!(info.event_by_name("cpu-clock/freq=999/:ppp"), Some(0));
         assert_eq!(info.event_by_name("timer:timer_start"), Some(1));
         assert_eq!(info.event_by_name("sched:sched_switch"), None);
     }

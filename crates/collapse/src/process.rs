@@ -120,11 +120,15 @@ pub struct ProcessModel {
 
 impl ProcessModel {
     /// An empty model. Version 0 is the empty table, for unknown processes.
+    /// Thread 0, the idle task, is named `swapper` (perf does the same: the
+    /// kernel never reports its name).
     pub fn new() -> ProcessModel {
-        ProcessModel {
+        let mut model = ProcessModel {
             frozen: vec![Arc::new(MapTable::default())],
             ..ProcessModel::default()
-        }
+        };
+        model.set_comm(0, 0, b"swapper", false);
+        model
     }
 
     /// Interns a thread name.

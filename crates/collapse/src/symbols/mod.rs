@@ -28,9 +28,13 @@ pub struct SymbolizerOptions {
     /// Expand functions inlined into each frame from DWARF, as `_[i]`
     /// frames. Default: `false` (perf script does not show them either).
     pub inline: bool,
-    /// Demangle C++ and Rust names. Default (`false` here, set by
-    /// [`SymbolizerOptions::new`]): the CLI always demangles.
+    /// Show raw (mangled) C++ and Rust names. Default: `false`.
     pub no_demangle: bool,
+    /// Kernel release the recording was made on, when known. The vDSO is
+    /// symbolized from this process's own copy (as perf does) only when the
+    /// recorded build id or, lacking one, this release matches the running
+    /// kernel. Default: unknown (then the vDSO is trusted like perf does).
+    pub recorded_kernel_release: Option<String>,
 }
 
 impl SymbolizerOptions {
@@ -136,12 +140,19 @@ impl Symbolizer {
                     Err(problem) => unresolved(addresses, problem_text(&problem)),
                 }
             }
-            DsoKind::Vdso => match vdso_symbols() {
-                Some(symbols) => self.resolve_elf(symbols, addresses),
-                None => unresolved(addresses, "[vdso]: no vDSO image in this process".into()),
+            DsoKind::Vdso => match self.vdso_for(dso) {
+                Ok(symbols) => self.resolve_elf(symbols, addresses),
+                Err(why) => unresolved(addresses, format!("[vdso]: {why}")),
             },
             DsoKind::PerfMap(_) => {
-                let path = self.host_path(&dso.name);
+                // perf reads maps from the host's /tmp even with --symfs; a
+                // copy kept in symfs (with the recording) takes precedence.
+                let in_symfs = self.host_path(&dso.name);
+                let path = if self.options.symfs.is_some() && !in_symfs.exists() {
+                    PathBuf::from(std::ffi::OsStr::new(&*String::from_utf8_lossy(&dso.name)))
+                } else {
+                    in_symfs
+                };
                 match flamegraph_perf_jvm_maps::read_perf_map(&path) {
                     Ok(map) => ObjectSymbols {
                         names: addresses
@@ -164,6 +175,30 @@ impl Symbolizer {
             }
             DsoKind::Other => unresolved(addresses, String::new()),
         }
+    }
+
+    /// This process's vDSO, if it is the one that was recorded.
+    fn vdso_for(&self, dso: &Dso) -> Result<&'static ElfSymbols, String> {
+        let (symbols, build_id) = vdso_symbols().ok_or("no vDSO image in this process")?;
+        match (&dso.build_id, build_id) {
+            (Some(recorded), Some(ours)) => {
+                if recorded[..recorded.len().min(ours.len())] != ours[..] {
+                    return Err("the recorded vDSO differs from this kernel's".into());
+                }
+            }
+            _ => {
+                let ours = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+                if let Some(recorded) = &self.options.recorded_kernel_release {
+                    if recorded.trim() != ours.trim() {
+                        return Err(format!(
+                            "recorded on kernel {recorded}, this is {}",
+                            ours.trim()
+                        ));
+                    }
+                }
+            }
+        }
+        Ok(symbols)
     }
 
     fn resolve_kernel(&self, addresses: &[u64]) -> ObjectSymbols {
@@ -287,10 +322,9 @@ fn read_bounded(path: &Path, limit: u64) -> std::io::Result<Vec<u8>> {
     Ok(bytes)
 }
 
-/// This process's vDSO, which is the recorded one when the recording comes
-/// from this kernel (perf makes the same assumption).
-fn vdso_symbols() -> Option<&'static ElfSymbols> {
-    static VDSO: OnceLock<Option<ElfSymbols>> = OnceLock::new();
+/// This process's vDSO and its build id.
+fn vdso_symbols() -> Option<(&'static ElfSymbols, Option<&'static [u8]>)> {
+    static VDSO: OnceLock<Option<(ElfSymbols, Option<Vec<u8>>)>> = OnceLock::new();
     VDSO.get_or_init(|| {
         let maps = std::fs::read_to_string("/proc/self/maps").ok()?;
         let line = maps.lines().find(|l| l.ends_with("[vdso]"))?;
@@ -308,7 +342,11 @@ fn vdso_symbols() -> Option<&'static ElfSymbols> {
             .ok()?
             .read_exact_at(&mut image, start)
             .ok()?;
-        ElfSymbols::from_image(image).ok()
+        let build_id = object::File::parse(&image[..])
+            .ok()
+            .and_then(|f| object::Object::build_id(&f).ok().flatten().map(<[u8]>::to_vec));
+        Some((ElfSymbols::from_image(image).ok()?, build_id))
     })
     .as_ref()
+    .map(|(symbols, id)| (symbols, id.as_deref()))
 }
