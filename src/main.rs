@@ -90,7 +90,10 @@ fn run(args: &Args) -> Result<Completeness> {
             "{}: no samples of {event_name} to show{}",
             input.display(),
             if stats.idle_samples > 0 {
-                format!(" ({} idle samples dropped; --keep-idle shows them)", stats.idle_samples)
+                format!(
+                    " ({} idle samples dropped; --keep-idle shows them)",
+                    stats.idle_samples
+                )
             } else {
                 String::new()
             }
@@ -142,7 +145,10 @@ fn choose_event(args: &Args, info: &collapse::RecordingInfo) -> Result<usize> {
         });
     }
     let Some(&first) = sampled.first() else {
-        bail!("{}: the recording has no sampled events", info.path.display());
+        bail!(
+            "{}: the recording has no sampled events",
+            info.path.display()
+        );
     };
     if sampled.len() > 1 && !args.quiet {
         eprintln!(

@@ -51,7 +51,9 @@ pub fn write(args: &Args, stacks: &FoldedStacks, hostname: &str) -> Result<()> {
     let stdout = io::stdout();
     if args.folded {
         let mut out = BufWriter::with_capacity(1 << 16, stdout.lock());
-        stacks.write_folded(&mut out).context("writing folded stacks")?;
+        stacks
+            .write_folded(&mut out)
+            .context("writing folded stacks")?;
         return Ok(());
     }
     let options = render_options(args, hostname);
@@ -76,7 +78,10 @@ fn write_file_replacing(
     path: &Path,
     write: impl FnOnce(&mut BufWriter<std::fs::File>) -> io::Result<()>,
 ) -> io::Result<()> {
-    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
     let name = path.file_name().unwrap_or_default().to_string_lossy();
     for attempt in 0..100u32 {
         let temp = dir.join(format!(".{name}.{}.{attempt}.tmp", std::process::id()));
@@ -129,7 +134,10 @@ pub fn print_summary(input: &Path, event: &str, read: &ReadStats, stats: &Collap
     }
     line.push_str(&format!(", {} idle samples dropped", stats.idle_samples));
     if read.malformed_records > 0 {
-        line.push_str(&format!(", {} malformed records skipped", read.malformed_records));
+        line.push_str(&format!(
+            ", {} malformed records skipped",
+            read.malformed_records
+        ));
     }
     eprintln!("{line}");
     const SHOWN_PROBLEMS: usize = 5;

@@ -16,7 +16,10 @@ fn script_elements(svg: &[u8]) -> usize {
     let mut scripts = 0;
     let mut buf = Vec::new();
     loop {
-        match reader.read_event_into(&mut buf).expect("SVG is well-formed XML") {
+        match reader
+            .read_event_into(&mut buf)
+            .expect("SVG is well-formed XML")
+        {
             Event::Eof => return scripts,
             Event::Start(e) if e.name().as_ref() == b"script" => scripts += 1,
             _ => {}
@@ -27,8 +30,16 @@ fn script_elements(svg: &[u8]) -> usize {
 
 fn svg_of(args: &[&str]) -> String {
     let output = run(args);
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
-    assert_eq!(script_elements(&output.stdout), 1, "exactly inferno's own script");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_eq!(
+        script_elements(&output.stdout),
+        1,
+        "exactly inferno's own script"
+    );
     String::from_utf8(output.stdout).unwrap()
 }
 
@@ -37,7 +48,10 @@ fn svg_is_interactive_well_formed_and_titled_by_recording_host() {
     let args = fixture_args("sendfile");
     let argv: Vec<&str> = args.iter().map(String::as_str).collect();
     let svg = svg_of(&argv);
-    assert!(svg.contains("<title>do_sendfile ("), "do_sendfile frame is drawn");
+    assert!(
+        svg.contains("<title>do_sendfile ("),
+        "do_sendfile frame is drawn"
+    );
     assert!(svg.contains("sendfile-srv"));
     for interactive in ["Reset Zoom", "function zoom(", "function search(", "Search"] {
         assert!(svg.contains(interactive), "{interactive}");
@@ -53,8 +67,17 @@ fn render_options_reach_the_svg() {
     let mut args = fixture_args("spin");
     args.extend(
         [
-            "--title", "custom <title>", "--subtitle", "sub", "--width", "800", "--colors", "hot",
-            "--countname", "ticks", "--inverted",
+            "--title",
+            "custom <title>",
+            "--subtitle",
+            "sub",
+            "--width",
+            "800",
+            "--colors",
+            "hot",
+            "--countname",
+            "ticks",
+            "--inverted",
         ]
         .map(String::from),
     );
@@ -102,13 +125,19 @@ fn from_folded_renders_files_and_stdin() {
         .unwrap();
     let output = child.wait_with_output().unwrap();
     assert!(output.status.success());
-    assert_eq!(String::from_utf8(output.stdout).unwrap(), "a;b 3\nx;y;z 4\n");
+    assert_eq!(
+        String::from_utf8(output.stdout).unwrap(),
+        "a;b 3\nx;y;z 4\n"
+    );
 
     std::fs::write(&path, "app;main 12\nthis line has no count\n").unwrap();
     let output = run(&["--from-folded", path.to_str().unwrap()]);
     assert_eq!(output.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(stderr.contains("in.folded") && stderr.contains("line 2"), "{stderr}");
+    assert!(
+        stderr.contains("in.folded") && stderr.contains("line 2"),
+        "{stderr}"
+    );
 }
 
 fn tempdir(name: &str) -> std::path::PathBuf {
@@ -147,9 +176,17 @@ fn bad_inputs_get_one_line_naming_the_file_and_exit_2() {
     ] {
         let output = run(&["-i", path.to_str().unwrap()]);
         let stderr = String::from_utf8_lossy(&output.stderr);
-        assert_eq!(output.status.code(), Some(2), "{}: {stderr}", path.display());
+        assert_eq!(
+            output.status.code(),
+            Some(2),
+            "{}: {stderr}",
+            path.display()
+        );
         assert_eq!(stderr.lines().count(), 1, "one line: {stderr}");
-        assert!(stderr.contains(path.to_str().unwrap()), "names the file: {stderr}");
+        assert!(
+            stderr.contains(path.to_str().unwrap()),
+            "names the file: {stderr}"
+        );
         assert!(stderr.contains(says), "{stderr}");
         assert!(!stderr.contains("panicked"));
         assert!(output.stdout.is_empty());
@@ -172,7 +209,10 @@ fn closed_stdout_pipe_exits_quietly() {
     let output = child.wait_with_output().unwrap();
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(output.status.success(), "{stderr}");
-    assert!(!stderr.contains("error") && !stderr.contains("Broken pipe"), "{stderr}");
+    assert!(
+        !stderr.contains("error") && !stderr.contains("Broken pipe"),
+        "{stderr}"
+    );
 }
 
 #[test]
@@ -192,7 +232,11 @@ fn terminal_stdout_writes_flamegraph_svg() {
         .args(["-qec", &command, "/dev/null"])
         .output()
         .unwrap();
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stdout));
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stdout)
+    );
     let svg = std::fs::read(dir.join("flamegraph.svg")).expect("flamegraph.svg written");
     assert_eq!(script_elements(&svg), 1);
     let said = String::from_utf8_lossy(&output.stdout);

@@ -74,9 +74,18 @@ fn call_site_lookup_names_noreturn_callers() {
     let raw = folded_of("idle", &["--keep-idle", "--raw-return-addresses"]);
     let ours = folded_of("idle", &["--keep-idle"]);
     let has = |f: &Folded, s: &str| f.keys().any(|k| k.contains(s));
-    assert!(has(&raw, "x86_64_start_kernel_[k];__pfx_clear_bss_[k];start_kernel_[k]"));
-    assert!(has(&ours, "x86_64_start_kernel_[k];x86_64_start_reservations_[k];start_kernel_[k]"));
-    assert!(!has(&ours, "__pfx_"), "entry padding belongs to its function");
+    assert!(has(
+        &raw,
+        "x86_64_start_kernel_[k];__pfx_clear_bss_[k];start_kernel_[k]"
+    ));
+    assert!(has(
+        &ours,
+        "x86_64_start_kernel_[k];x86_64_start_reservations_[k];start_kernel_[k]"
+    ));
+    assert!(
+        !has(&ours, "__pfx_"),
+        "entry padding belongs to its function"
+    );
     assert_eq!(total(&raw), total(&ours));
 }
 
@@ -84,7 +93,11 @@ fn call_site_lookup_names_noreturn_callers() {
 fn multievent_defaults_to_the_first_event_and_selects_others() {
     let dir = fixture("multievent");
     let mut args = fixture_args("multievent");
-    args.extend(["--folded".into(), "--keep-idle".into(), "--raw-return-addresses".into()]);
+    args.extend([
+        "--folded".into(),
+        "--keep-idle".into(),
+        "--raw-return-addresses".into(),
+    ]);
     let argv: Vec<&str> = args.iter().map(String::as_str).collect();
     let output = run(&argv);
     assert!(output.status.success());
@@ -94,24 +107,39 @@ fn multievent_defaults_to_the_first_event_and_selects_others() {
         "says which event it shows: {stderr}"
     );
     let first = parse_folded(&String::from_utf8_lossy(&output.stdout));
-    assert_parity("multievent", &read_folded(&dir.join("expected-cpu-clock.folded")), &first, &[]);
+    assert_parity(
+        "multievent",
+        &read_folded(&dir.join("expected-cpu-clock.folded")),
+        &first,
+        &[],
+    );
 
     for (event, file) in [
         ("cpu-clock", "expected-cpu-clock.folded"),
         ("timer:timer_start", "expected-timer_timer_start.folded"),
     ] {
-        let ours = folded_of("multievent", &["--keep-idle", "--raw-return-addresses", "--event", event]);
+        let ours = folded_of(
+            "multievent",
+            &["--keep-idle", "--raw-return-addresses", "--event", event],
+        );
         let expected = read_folded(&dir.join(file));
         assert_eq!(total(&ours), total(&expected), "{event}");
         assert_parity(event, &expected, &ours, &[]);
     }
     let mut args = fixture_args("multievent");
-    args.extend(["--folded".into(), "--event".into(), "sched:sched_switch".into()]);
+    args.extend([
+        "--folded".into(),
+        "--event".into(),
+        "sched:sched_switch".into(),
+    ]);
     let argv: Vec<&str> = args.iter().map(String::as_str).collect();
     let output = run(&argv);
     assert_eq!(output.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(stderr.contains("timer:timer_start"), "lists the events it has: {stderr}");
+    assert!(
+        stderr.contains("timer:timer_start"),
+        "lists the events it has: {stderr}"
+    );
 }
 
 fn leaf(stack: &str) -> &str {
@@ -123,7 +151,12 @@ fn hottest_leaf(folded: &Folded) -> String {
     for (stack, &count) in folded {
         *by_leaf.entry(leaf(stack)).or_default() += count;
     }
-    by_leaf.into_iter().max_by_key(|(_, c)| *c).unwrap().0.to_owned()
+    by_leaf
+        .into_iter()
+        .max_by_key(|(_, c)| *c)
+        .unwrap()
+        .0
+        .to_owned()
 }
 
 #[test]
@@ -136,7 +169,10 @@ fn spin_hottest_leaf_is_spin_with_kernel_frames_under_work() {
             .filter(|(s, _)| s.ends_with(";main;work;spin"))
             .map(|(_, c)| c)
             .sum();
-        assert!(spin * 2 > total(&folded), "{case}: spin is most of the time");
+        assert!(
+            spin * 2 > total(&folded),
+            "{case}: spin is most of the time"
+        );
         assert!(
             folded
                 .keys()
@@ -161,14 +197,18 @@ fn sendfile_shows_do_sendfile_under_the_server() {
             .any(|s| s.starts_with("sendfile-cli;") && s.contains("do_sendfile")),
         "the client never calls sendfile"
     );
-    assert!(folded.keys().any(|s| s.starts_with("sendfile-cli;") && s.contains("tcp_recvmsg")));
+    assert!(folded
+        .keys()
+        .any(|s| s.starts_with("sendfile-cli;") && s.contains("tcp_recvmsg")));
 }
 
 #[test]
 fn thread_names_keep_spaces_and_never_split_on_semicolons() {
     let folded = folded_of("threads", &[]);
-    let roots: std::collections::BTreeSet<&str> =
-        folded.keys().map(|s| s.split(';').next().unwrap()).collect();
+    let roots: std::collections::BTreeSet<&str> = folded
+        .keys()
+        .map(|s| s.split(';').next().unwrap())
+        .collect();
     for (root, leaf_name) in [
         ("io worker 7", "io_worker_seven_spin"),
         ("semi:colon", "semicolon_spin"),
@@ -208,7 +248,11 @@ fn jit_frames_resolve_from_the_perf_map() {
         .filter(|(s, _)| s.contains(";run_jitted;Interpreter_[j];long Busy.fib_[j]"))
         .map(|(_, c)| c)
         .sum();
-    assert!(jit * 100 >= total(&folded) * 95, "{jit} of {} samples in named JIT frames", total(&folded));
+    assert!(
+        jit * 100 >= total(&folded) * 95,
+        "{jit} of {} samples in named JIT frames",
+        total(&folded)
+    );
     // Without the map, the frames are named after it, still as JIT.
     let mut args = fixture_args("jit");
     let empty_symfs = std::env::temp_dir().join(format!("fgp-empty-symfs-{}", std::process::id()));
@@ -221,7 +265,8 @@ fn jit_frames_resolve_from_the_perf_map() {
     let text = String::from_utf8_lossy(&output.stdout);
     assert!(output.status.success());
     assert!(
-        text.lines().any(|l| l.contains(";[perf-") && l.contains(".map]_[j]")),
+        text.lines()
+            .any(|l| l.contains(";[perf-") && l.contains(".map]_[j]")),
         "unresolved JIT frames are [perf-PID.map]_[j]"
     );
 }
@@ -248,10 +293,20 @@ fn idle_is_dropped_by_default_but_interrupt_work_on_idle_cpus_stays() {
             .map(|(_, c)| c)
             .sum()
     };
-    assert!(irq_on_idle(&kept) > 0, "fixture has interrupt work on an idle CPU");
-    assert_eq!(irq_on_idle(&dropped), irq_on_idle(&kept), "interrupt work is kept");
+    assert!(
+        irq_on_idle(&kept) > 0,
+        "fixture has interrupt work on an idle CPU"
+    );
+    assert_eq!(
+        irq_on_idle(&dropped),
+        irq_on_idle(&kept),
+        "interrupt work is kept"
+    );
     let non_idle = |f: &Folded| -> u64 {
-        f.iter().filter(|(s, _)| !s.starts_with("swapper;")).map(|(_, c)| c).sum()
+        f.iter()
+            .filter(|(s, _)| !s.starts_with("swapper;"))
+            .map(|(_, c)| c)
+            .sum()
     };
     assert_eq!(non_idle(&dropped), non_idle(&kept), "other tasks untouched");
 
@@ -281,14 +336,24 @@ fn tracepoint_samples_fold() {
         .filter(|(s, _)| leaf(s) == "enqueue_timer_[k]")
         .map(|(_, c)| c)
         .sum();
-    assert!(at_tracepoint * 100 >= total(&folded) * 95, "tracepoint stacks end where the tracepoint fires");
+    assert!(
+        at_tracepoint * 100 >= total(&folded) * 95,
+        "tracepoint stacks end where the tracepoint fires"
+    );
 }
 
 #[test]
 fn pid_and_tid_root_frames() {
     let by_pid = folded_of("spin", &["--pid"]);
     let by_tid = folded_of("spin", &["--tid"]);
-    let pid_root = by_pid.keys().next().unwrap().split(';').next().unwrap().to_owned();
+    let pid_root = by_pid
+        .keys()
+        .next()
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_owned();
     let (comm, pid) = pid_root.rsplit_once('-').unwrap();
     assert_eq!(comm, "spin");
     assert!(pid.parse::<u32>().is_ok(), "{pid_root}");
@@ -304,7 +369,10 @@ fn period_weight_sums_sample_periods() {
     let periods = folded_of("spin", &["--weight", "period"]);
     // -F 999: each cpu-clock period is about 1 ms.
     let per_sample = total(&periods) / total(&samples);
-    assert!((900_000..1_200_000).contains(&per_sample), "{per_sample} ns per sample");
+    assert!(
+        (900_000..1_200_000).contains(&per_sample),
+        "{per_sample} ns per sample"
+    );
 }
 
 #[test]
@@ -315,6 +383,13 @@ fn pipe_mode_reads_from_stdin() {
     args[1] = "-".into();
     args.push("--folded".into());
     let output = binary().args(&args).stdin(file).output().unwrap();
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
-    assert_eq!(parse_folded(&String::from_utf8_lossy(&output.stdout)), folded_of("pipe", &[]));
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_eq!(
+        parse_folded(&String::from_utf8_lossy(&output.stdout)),
+        folded_of("pipe", &[])
+    );
 }

@@ -146,7 +146,9 @@ impl PerfMap {
 
     /// The symbol covering `address`, if any.
     pub fn lookup(&self, address: u64) -> Option<&str> {
-        let pos = self.ranges.partition_point(|&(start, _, _)| start <= address);
+        let pos = self
+            .ranges
+            .partition_point(|&(start, _, _)| start <= address);
         let &(_, end, index) = self.ranges.get(pos.checked_sub(1)?)?;
         (address < end).then(|| self.names[index as usize].as_str())
     }

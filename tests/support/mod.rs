@@ -73,7 +73,9 @@ pub fn parse_folded(text: &str) -> Folded {
 
 /// Reads a folded file.
 pub fn read_folded(path: &Path) -> Folded {
-    parse_folded(&std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display())))
+    parse_folded(
+        &std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display())),
+    )
 }
 
 /// Sum of weights.
@@ -83,7 +85,10 @@ pub fn total(folded: &Folded) -> u64 {
 
 /// Weighted agreement: shared weight over the larger total (1.0 = identical).
 pub fn agreement(a: &Folded, b: &Folded) -> f64 {
-    let shared: u64 = a.iter().map(|(k, &v)| v.min(b.get(k).copied().unwrap_or(0))).sum();
+    let shared: u64 = a
+        .iter()
+        .map(|(k, &v)| v.min(b.get(k).copied().unwrap_or(0)))
+        .sum();
     shared as f64 / total(a).max(total(b)).max(1) as f64
 }
 
@@ -195,5 +200,7 @@ pub fn which(program: &str) -> Option<PathBuf> {
     if let Some(home) = std::env::var_os("HOME") {
         dirs.push(PathBuf::from(home).join(".cargo/bin"));
     }
-    dirs.into_iter().map(|d| d.join(program)).find(|p| p.is_file())
+    dirs.into_iter()
+        .map(|d| d.join(program))
+        .find(|p| p.is_file())
 }

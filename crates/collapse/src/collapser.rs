@@ -367,11 +367,16 @@ impl Collapser {
             let mut ids = Vec::with_capacity(names.len());
             for symbol in names {
                 let mut name = symbol.name.as_str();
-                if annotation == Annotation::Kernel && options.return_addresses == ReturnAddresses::CallSite {
+                if annotation == Annotation::Kernel
+                    && options.return_addresses == ReturnAddresses::CallSite
+                {
                     // `__pfx_f` is the padding before `f` where call-depth
                     // tracking and CFI code run on entry to `f` (and where a
                     // retpoline's target lands): it is part of `f`.
-                    name = name.strip_prefix("__pfx_").filter(|n| !n.is_empty()).unwrap_or(name);
+                    name = name
+                        .strip_prefix("__pfx_")
+                        .filter(|n| !n.is_empty())
+                        .unwrap_or(name);
                 }
                 let parts: Vec<&str> = if annotation == Annotation::Jit {
                     names::split_jit_inlining(name).collect()
@@ -572,7 +577,9 @@ impl EventSink for Collapser {
     fn event(&mut self, event: &Event<'_>) {
         match event {
             Event::Sample(sample) => self.on_sample(sample),
-            Event::Comm(comm) => self.model.set_comm(comm.pid, comm.tid, comm.name, comm.exec),
+            Event::Comm(comm) => self
+                .model
+                .set_comm(comm.pid, comm.tid, comm.name, comm.exec),
             Event::Mmap(mmap) => self.on_mmap(mmap),
             Event::Fork(task) => self.model.fork(task.pid, task.ppid, task.tid, task.ptid),
             Event::Exit(_) => {}

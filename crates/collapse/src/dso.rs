@@ -179,15 +179,28 @@ mod tests {
         let jit = dsos.for_mapping(42, b"//anon", CpuMode::User, None);
         assert_eq!(dsos.get(jit).kind, DsoKind::PerfMap(42));
         assert_eq!(dsos.get(jit).unresolved_frame_name(), "[perf-42.map]");
-        let libc = dsos.for_mapping(1, b"/usr/lib/x86_64-linux-gnu/libc.so.6", CpuMode::User, None);
+        let libc = dsos.for_mapping(
+            1,
+            b"/usr/lib/x86_64-linux-gnu/libc.so.6",
+            CpuMode::User,
+            None,
+        );
         assert_eq!(dsos.get(libc).unresolved_frame_name(), "[libc.so.6]");
         assert_eq!(
-            dsos.for_mapping(2, b"/usr/lib/x86_64-linux-gnu/libc.so.6", CpuMode::User, None),
+            dsos.for_mapping(
+                2,
+                b"/usr/lib/x86_64-linux-gnu/libc.so.6",
+                CpuMode::User,
+                None
+            ),
             libc
         );
         let kernel = dsos.for_mapping(-1, b"[kernel.kallsyms]_text", CpuMode::Kernel, None);
         assert_eq!(kernel, dsos.kernel());
-        assert_eq!(dsos.get(kernel).unresolved_frame_name(), "[kernel.kallsyms]");
+        assert_eq!(
+            dsos.get(kernel).unresolved_frame_name(),
+            "[kernel.kallsyms]"
+        );
         let module = dsos.for_mapping(
             -1,
             b"/lib/modules/6.1/kernel/nf-conntrack.ko.xz",

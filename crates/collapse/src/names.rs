@@ -50,7 +50,10 @@ mod tests {
     #[test]
     fn strips_parameters_like_stackcollapse() {
         assert_eq!(strip_parameters("long Busy.fib(int)"), "long Busy.fib");
-        assert_eq!(strip_parameters("foo<Vec::<usize>>(Vec<usize>)"), "foo<Vec::<usize>>");
+        assert_eq!(
+            strip_parameters("foo<Vec::<usize>>(Vec<usize>)"),
+            "foo<Vec::<usize>>"
+        );
         assert_eq!(
             strip_parameters("{lambda(int, int)#2}::operator()"),
             "{lambda(int, int)#2}::operator"
@@ -59,7 +62,10 @@ mod tests {
             strip_parameters("(anonymous namespace)::spin"),
             "(anonymous namespace)::spin"
         );
-        assert_eq!(strip_parameters("net/http.(*Client).Do"), "net/http.(*Client).Do");
+        assert_eq!(
+            strip_parameters("net/http.(*Client).Do"),
+            "net/http.(*Client).Do"
+        );
         assert_eq!(strip_parameters("do_sendfile"), "do_sendfile");
     }
 

@@ -11,7 +11,9 @@ use std::fs::File;
 use std::io::{self, BufReader, Cursor, Read, Stdin};
 use std::path::{Path, PathBuf};
 
-use linux_perf_data::linux_perf_event_reader::{PerfEventType, SamplingPolicy, SoftwareCounterType};
+use linux_perf_data::linux_perf_event_reader::{
+    PerfEventType, SamplingPolicy, SoftwareCounterType,
+};
 use linux_perf_data::{
     AttributeDescription, PerfFile, PerfFileReader, PerfFileRecord, PerfRecordIter,
 };
@@ -232,16 +234,30 @@ impl PerfDataReader {
             let pipe_mode = validate_header(path, &map)?;
             let cursor = Cursor::new(map);
             return if pipe_mode {
-                let parsed = PerfFileReader::parse_pipe(cursor).map_err(|source| parse_error(path, source))?;
-                Ok(PerfDataReader::new(path, true, parsed.perf_file, Records::File(parsed.record_iter)))
+                let parsed = PerfFileReader::parse_pipe(cursor)
+                    .map_err(|source| parse_error(path, source))?;
+                Ok(PerfDataReader::new(
+                    path,
+                    true,
+                    parsed.perf_file,
+                    Records::File(parsed.record_iter),
+                ))
             } else {
-                let parsed = PerfFileReader::parse_file(cursor).map_err(|source| parse_error(path, source))?;
-                Ok(PerfDataReader::new(path, false, parsed.perf_file, Records::File(parsed.record_iter)))
+                let parsed = PerfFileReader::parse_file(cursor)
+                    .map_err(|source| parse_error(path, source))?;
+                Ok(PerfDataReader::new(
+                    path,
+                    false,
+                    parsed.perf_file,
+                    Records::File(parsed.record_iter),
+                ))
             };
         }
         // A FIFO or character device: read it as a pipe-mode stream.
         let mut bytes = Vec::new();
-        file.take(u64::MAX).read_to_end(&mut bytes).map_err(io_error)?;
+        file.take(u64::MAX)
+            .read_to_end(&mut bytes)
+            .map_err(io_error)?;
         Self::from_bytes(path, bytes)
     }
 
@@ -255,11 +271,23 @@ impl PerfDataReader {
         let pipe_mode = validate_header(path, &bytes)?;
         let cursor = Cursor::new(bytes);
         if pipe_mode {
-            let parsed = PerfFileReader::parse_pipe(cursor).map_err(|source| parse_error(path, source))?;
-            Ok(PerfDataReader::new(path, true, parsed.perf_file, Records::Bytes(parsed.record_iter)))
+            let parsed =
+                PerfFileReader::parse_pipe(cursor).map_err(|source| parse_error(path, source))?;
+            Ok(PerfDataReader::new(
+                path,
+                true,
+                parsed.perf_file,
+                Records::Bytes(parsed.record_iter),
+            ))
         } else {
-            let parsed = PerfFileReader::parse_file(cursor).map_err(|source| parse_error(path, source))?;
-            Ok(PerfDataReader::new(path, false, parsed.perf_file, Records::Bytes(parsed.record_iter)))
+            let parsed =
+                PerfFileReader::parse_file(cursor).map_err(|source| parse_error(path, source))?;
+            Ok(PerfDataReader::new(
+                path,
+                false,
+                parsed.perf_file,
+                Records::Bytes(parsed.record_iter),
+            ))
         }
     }
 
@@ -351,7 +379,10 @@ fn validate_header(path: &Path, bytes: &[u8]) -> Result<bool, ReadError> {
     }
     let big_endian = &bytes[..8] == b"2ELIFREP";
     if bytes.len() < 16 {
-        return Err(corrupt(8, format!("file ends after {len} bytes, inside the header")));
+        return Err(corrupt(
+            8,
+            format!("file ends after {len} bytes, inside the header"),
+        ));
     }
     let header_size = read_u64(bytes, 8, big_endian);
     if header_size == PIPE_HEADER_SIZE {
@@ -364,7 +395,10 @@ fn validate_header(path: &Path, bytes: &[u8]) -> Result<bool, ReadError> {
         ));
     }
     if len < FILE_HEADER_SIZE {
-        return Err(corrupt(len, format!("file ends after {len} bytes, inside the {FILE_HEADER_SIZE}-byte header")));
+        return Err(corrupt(
+            len,
+            format!("file ends after {len} bytes, inside the {FILE_HEADER_SIZE}-byte header"),
+        ));
     }
     let section = |field_offset: usize, name: &str| -> Result<(u64, u64), ReadError> {
         let offset = read_u64(bytes, field_offset, big_endian);
@@ -391,7 +425,9 @@ fn validate_header(path: &Path, bytes: &[u8]) -> Result<bool, ReadError> {
         ));
     }
     // Feature section table: one (offset, size) pair per feature bit, right after the data.
-    let feature_bits: u32 = (0..4).map(|i| read_u64(bytes, 72 + 8 * i, big_endian).count_ones()).sum();
+    let feature_bits: u32 = (0..4)
+        .map(|i| read_u64(bytes, 72 + 8 * i, big_endian).count_ones())
+        .sum();
     let table_start = data_offset + data_size;
     let table_end = table_start + 16 * u64::from(feature_bits);
     if table_end > len {
@@ -415,7 +451,11 @@ fn validate_header(path: &Path, bytes: &[u8]) -> Result<bool, ReadError> {
 }
 
 fn describe(path: &Path, pipe_mode: bool, perf_file: &PerfFile) -> RecordingInfo {
-    let events = perf_file.event_attributes().iter().map(describe_event).collect();
+    let events = perf_file
+        .event_attributes()
+        .iter()
+        .map(describe_event)
+        .collect();
     let mut build_ids: Vec<(Vec<u8>, Vec<u8>)> = perf_file
         .build_ids()
         .unwrap_or_default()
@@ -451,13 +491,16 @@ fn describe_event(attr: &AttributeDescription) -> EventInfo {
         PerfEventType::Tracepoint(_) => EventKind::Tracepoint,
         _ => EventKind::Other,
     };
-    let name = attr.name().map(str::to_owned).unwrap_or_else(|| match attributes.type_ {
-        PerfEventType::Software(SoftwareCounterType::CpuClock) => "cpu-clock".into(),
-        PerfEventType::Software(SoftwareCounterType::TaskClock) => "task-clock".into(),
-        PerfEventType::Software(SoftwareCounterType::Dummy) => "dummy".into(),
-        PerfEventType::Tracepoint(id) => format!("tracepoint:{id}"),
-        ref other => format!("{other:?}"),
-    });
+    let name = attr
+        .name()
+        .map(str::to_owned)
+        .unwrap_or_else(|| match attributes.type_ {
+            PerfEventType::Software(SoftwareCounterType::CpuClock) => "cpu-clock".into(),
+            PerfEventType::Software(SoftwareCounterType::TaskClock) => "task-clock".into(),
+            PerfEventType::Software(SoftwareCounterType::Dummy) => "dummy".into(),
+            PerfEventType::Tracepoint(id) => format!("tracepoint:{id}"),
+            ref other => format!("{other:?}"),
+        });
     let (frequency, period) = match attributes.sampling_policy {
         SamplingPolicy::Frequency(hz) => (Some(hz), None),
         SamplingPolicy::Period(period) => (None, Some(period.get())),
@@ -494,7 +537,10 @@ mod tests {
         // A 104-byte file claiming a huge data section (seen to panic or abort the parser).
         let bytes = header(104, 1 << 40, 120);
         let err = validate_header(path, &bytes).unwrap_err();
-        assert!(matches!(err, ReadError::Corrupt { offset: 40, .. }), "{err}");
+        assert!(
+            matches!(err, ReadError::Corrupt { offset: 40, .. }),
+            "{err}"
+        );
         let bytes = header(u64::MAX - 4, 8, 120);
         assert!(validate_header(path, &bytes).is_err());
         let err = validate_header(path, b"hello world, not perf").unwrap_err();

@@ -50,7 +50,11 @@ impl MapTable {
             last += 1;
         }
         let mut replacement = Vec::with_capacity(3);
-        if let Some(head) = self.maps.get(first).filter(|m| m.start < new.start && first < last) {
+        if let Some(head) = self
+            .maps
+            .get(first)
+            .filter(|m| m.start < new.start && first < last)
+        {
             replacement.push(Mapping {
                 end: new.start,
                 ..*head

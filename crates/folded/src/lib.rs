@@ -8,7 +8,11 @@
 //! [`FoldedStacks::parse`].
 
 use std::borrow::Cow;
+use std::cmp::Ordering;
 use std::collections::HashMap;
+use std::hash::BuildHasherDefault;
+
+type FxHashMap<K, V> = HashMap<K, V, BuildHasherDefault<rustc_hash::FxHasher>>;
 use std::fmt;
 use std::io::{self, BufRead, Write};
 
@@ -123,7 +127,8 @@ pub fn sanitize_name(name: &str) -> Cow<'_, str> {
 /// (including NUL, tab and newlines) and the bidi controls that can make a
 /// name display as something else.
 fn is_unsafe_char(c: char) -> bool {
-    c.is_control() || matches!(c, '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}' | '\u{200E}' | '\u{200F}' | '\u{061C}')
+    c.is_control()
+        || matches!(c, '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}' | '\u{200E}' | '\u{200F}' | '\u{061C}')
 }
 
 /// Index of an interned frame in a [`FoldedStacks`].
@@ -137,8 +142,8 @@ pub type FrameId = u32;
 #[derive(Clone, Debug, Default)]
 pub struct FoldedStacks {
     frames: Vec<Frame>,
-    frame_ids: HashMap<Frame, FrameId>,
-    stacks: HashMap<Box<[FrameId]>, u64>,
+    frame_ids: FxHashMap<Frame, FrameId>,
+    stacks: FxHashMap<Box<[FrameId]>, u64>,
 }
 
 /// A folded text line that could not be parsed.
@@ -234,28 +239,87 @@ impl FoldedStacks {
         text
     }
 
+    /// Stacks with weights in the byte order of their folded text lines
+    /// (`a;b;c 12`), the order `sort` and inferno give them, computed
+    /// without building the lines: at the first differing frame, the frame
+    /// texts decide, and where one text is a prefix of the other, the
+    /// separator after it (`;` or the space before the count) does.
+    pub fn sorted(&self) -> Vec<(&[FrameId], u64)> {
+        let texts: Vec<String> = self.frames.iter().map(Frame::to_string).collect();
+        let mut order: Vec<u32> = (0..texts.len() as u32).collect();
+        order.sort_unstable_by(|&a, &b| texts[a as usize].cmp(&texts[b as usize]));
+        let mut rank = vec![0u32; texts.len()];
+        for (r, &id) in order.iter().enumerate() {
+            rank[id as usize] = r as u32;
+        }
+        let mut stacks: Vec<(&[FrameId], u64)> = self.iter().collect();
+        stacks.sort_unstable_by(|&(a, wa), &(b, wb)| {
+            let k = a.iter().zip(b).take_while(|(x, y)| x == y).count();
+            let (ta, tb) = match (a.get(k), b.get(k)) {
+                // One stack is a prefix of the other: its space sorts before `;`.
+                (None, Some(_)) => return Ordering::Less,
+                (Some(_), None) => return Ordering::Greater,
+                (None, None) => return wa.to_string().cmp(&wb.to_string()),
+                (Some(&fa), Some(&fb)) => (&texts[fa as usize], &texts[fb as usize]),
+            };
+            let separator = |stack: &[FrameId]| if k + 1 < stack.len() { b';' } else { b' ' };
+            let prefix_order = if tb.starts_with(ta.as_str()) {
+                separator(a).cmp(&tb.as_bytes()[ta.len()])
+            } else if ta.starts_with(tb.as_str()) {
+                ta.as_bytes()[tb.len()].cmp(&separator(b))
+            } else {
+                return rank[a[k] as usize].cmp(&rank[b[k] as usize]);
+            };
+            if prefix_order != Ordering::Equal {
+                return prefix_order;
+            }
+            // A name with a space continues where the other line's count
+            // starts: compare the text lines themselves (rare).
+            let line =
+                |stack: &[FrameId], weight: u64| format!("{} {weight}", self.stack_text(stack));
+            line(a, wa).cmp(&line(b, wb))
+        });
+        stacks
+    }
+
+    /// The same stacks with every stack reversed (leaf first), for
+    /// "who calls this" graphs.
+    pub fn reversed(&self) -> FoldedStacks {
+        let mut reversed = FoldedStacks {
+            frames: self.frames.clone(),
+            frame_ids: self.frame_ids.clone(),
+            stacks: FxHashMap::default(),
+        };
+        let mut buf = Vec::new();
+        for (stack, weight) in self.iter() {
+            buf.clear();
+            buf.extend(stack.iter().rev());
+            reversed.add(&buf, weight);
+        }
+        reversed
+    }
+
     /// All stacks as folded text lines (`a;b;c 12`), sorted bytewise so the
     /// output is deterministic.
     pub fn to_lines(&self) -> Vec<String> {
-        let mut lines: Vec<String> = self
-            .stacks
-            .iter()
-            .map(|(stack, weight)| {
-                let mut line = self.stack_text(stack);
-                line.push(' ');
-                line.push_str(&weight.to_string());
-                line
-            })
-            .collect();
-        lines.sort_unstable();
-        lines
+        self.sorted()
+            .into_iter()
+            .map(|(stack, weight)| format!("{} {weight}", self.stack_text(stack)))
+            .collect()
     }
 
     /// Writes the folded text form, one sorted line per stack.
     pub fn write_folded<W: Write>(&self, mut out: W) -> io::Result<()> {
-        for line in self.to_lines() {
-            out.write_all(line.as_bytes())?;
-            out.write_all(b"\n")?;
+        for (stack, weight) in self.sorted() {
+            for (i, &id) in stack.iter().enumerate() {
+                if i > 0 {
+                    out.write_all(b";")?;
+                }
+                let frame = self.frame(id);
+                out.write_all(frame.name().as_bytes())?;
+                out.write_all(frame.annotation().suffix().as_bytes())?;
+            }
+            writeln!(out, " {weight}")?;
         }
         out.flush()
     }
@@ -299,7 +363,10 @@ mod tests {
     #[test]
     fn sanitize_replaces_separator_and_controls() {
         assert_eq!(sanitize_name("a;b"), "a:b");
-        assert_eq!(sanitize_name("x\0y\nz\u{202E}"), "x\u{FFFD}y\u{FFFD}z\u{FFFD}");
+        assert_eq!(
+            sanitize_name("x\0y\nz\u{202E}"),
+            "x\u{FFFD}y\u{FFFD}z\u{FFFD}"
+        );
         assert_eq!(sanitize_name(""), "[unknown]");
         assert!(matches!(sanitize_name("plain name"), Cow::Borrowed(_)));
     }
@@ -318,7 +385,10 @@ mod tests {
         let folded = FoldedStacks::parse(text.as_bytes()).unwrap();
         assert_eq!(folded.len(), 2);
         assert_eq!(folded.total(), 9);
-        assert_eq!(folded.to_lines(), vec!["proc;main 2", "proc;main;work_[k] 7"]);
+        assert_eq!(
+            folded.to_lines(),
+            vec!["proc;main 2", "proc;main;work_[k] 7"]
+        );
         let work = folded
             .iter()
             .find(|(s, _)| s.len() == 3)
@@ -326,6 +396,30 @@ mod tests {
             .unwrap();
         assert_eq!(work.name(), "work");
         assert_eq!(work.annotation(), Annotation::Kernel);
+    }
+
+    #[test]
+    fn sorted_matches_sorting_the_text_lines() {
+        // Prefix names (`foo` / `foo.isra.0` / `foo bar`), spaces, and
+        // stacks that are prefixes of others all sort as their text does.
+        let text = "p;foo 5\np;foo.isra.0;x 3\np;foo;bar 2\np;foo bar 1\np;foo 7;z 4\n\
+                    p;fo 9\np 1\nq;a_[k] 2\nq;a;b 3\nq;a 12\np;foo 1;y 6\n";
+        let folded = FoldedStacks::parse(text.as_bytes()).unwrap();
+        let mut expected: Vec<String> = folded
+            .iter()
+            .map(|(s, w)| format!("{} {w}", folded.stack_text(s)))
+            .collect();
+        expected.sort();
+        assert_eq!(folded.to_lines(), expected);
+        let mut written = Vec::new();
+        folded.write_folded(&mut written).unwrap();
+        assert_eq!(
+            String::from_utf8(written).unwrap(),
+            expected.join("\n") + "\n"
+        );
+        let reversed = folded.reversed();
+        assert!(reversed.to_lines().contains(&"bar;foo;p 2".to_owned()));
+        assert_eq!(reversed.total(), folded.total());
     }
 
     #[test]

@@ -10,7 +10,7 @@
 use std::io::{self, Write};
 use std::str::FromStr;
 
-use flamegraph_perf_folded::{sanitize_name, FoldedStacks};
+use flamegraph_perf_folded::{sanitize_name, FoldedStacks, FrameId};
 use inferno::flamegraph::{self, color::Palette, Direction};
 
 /// How to draw the flamegraph. Defaults follow the seed pipeline
@@ -31,7 +31,8 @@ pub struct Options {
     /// Image width in pixels; `None` makes the SVG fluid (fills the window).
     /// Default: `None`.
     pub width: Option<usize>,
-    /// Frames narrower than this many pixels are omitted. Default: `0.1`.
+    /// Frames narrower than this percentage of the graph's width are
+    /// omitted (inferno's fluid-layout meaning of `--minwidth`). Default: `0.1`.
     pub min_width: f64,
     /// Reverse each stack (leaf becomes root) before merging. Default: `false`.
     pub reverse: bool,
@@ -108,7 +109,6 @@ pub fn render_svg<W: Write>(
         .map(|s| sanitize_name(s).into_owned());
     inferno_options.image_width = options.width;
     inferno_options.min_width = options.min_width;
-    inferno_options.reverse_stack_order = options.reverse;
     inferno_options.count_name = sanitize_name(&options.count_name).into_owned();
     if options.inverted {
         inferno_options.direction = Direction::Inverted;
@@ -116,16 +116,102 @@ pub fn render_svg<W: Write>(
             inferno_options.title = "Icicle Graph".to_owned();
         }
     }
-    // Lines come sorted from FoldedStacks; inferno re-sorts when reversing.
-    inferno_options.no_sort = !options.reverse;
-
-    let lines = stacks.to_lines();
+    let lines = visible_lines(stacks, options.reverse, options.min_width);
+    // The lines are in inferno's order already, but cut stacks break its
+    // sortedness check; its flame-chart mode takes lines in the given
+    // (reversed) order without that check and is otherwise the same.
+    inferno_options.flame_chart = true;
     flamegraph::from_lines(
         &mut inferno_options,
-        lines.iter().map(String::as_str),
+        lines.iter().rev().map(String::as_str),
         out,
     )?;
     Ok(())
+}
+
+/// The folded lines inferno needs to draw exactly what it would draw from
+/// all of `stacks`, in the order it would process them: frames narrower
+/// than `min_width` percent of the total are cut off (inferno omits them,
+/// and everything above them), and runs of neighbouring stacks that become
+/// identical are merged, so the space they took stays where it was. A
+/// million distinct stacks shrink to the few thousand that can be seen,
+/// which keeps rendering time and SVG size bounded.
+fn visible_lines(stacks: &FoldedStacks, reverse: bool, min_width: f64) -> Vec<String> {
+    let reversed;
+    let stacks = if reverse {
+        reversed = stacks.reversed();
+        &reversed
+    } else {
+        stacks
+    };
+    // Text order groups every prefix (call-tree node) into one run, as in
+    // inferno's own pass over its sorted lines.
+    let entries = stacks.sorted();
+    let total: u64 = entries.iter().map(|(_, w)| w).sum();
+    let threshold = min_width * total as f64 / 100.0;
+
+    // cut[i]: how many frames of entry i stay visible.
+    let mut cut: Vec<usize> = entries.iter().map(|(s, _)| s.len()).collect();
+    // Open nodes along the current path: (first entry, weight so far).
+    let mut open: Vec<(usize, u64)> = Vec::new();
+    // A stack keeps at least its root frame: a root narrower than the
+    // threshold is not drawn, but its weight still counts in the total.
+    let close =
+        |node_depth: usize, (first, weight): (usize, u64), end: usize, cut: &mut [usize]| {
+            if (weight as f64) < threshold {
+                for c in &mut cut[first..end] {
+                    *c = (*c).min(node_depth.max(1));
+                }
+            }
+        };
+    for i in 0..entries.len() {
+        let shared = if i == 0 {
+            0
+        } else {
+            common_prefix(entries[i - 1].0, entries[i].0)
+        };
+        while open.len() > shared {
+            let depth = open.len() - 1;
+            let node = open.pop().expect("non-empty");
+            close(depth, node, i, &mut cut);
+        }
+        let (stack, weight) = entries[i];
+        for node in &mut open {
+            node.1 += weight;
+        }
+        open.extend((shared..stack.len()).map(|_| (i, weight)));
+    }
+    while let Some(node) = open.pop() {
+        let depth = open.len();
+        close(depth, node, entries.len(), &mut cut);
+    }
+
+    let mut lines: Vec<String> = Vec::new();
+    let mut previous: Option<(&[FrameId], u64)> = None;
+    for (&(stack, weight), &keep) in entries.iter().zip(&cut) {
+        let visible = &stack[..keep];
+        match &mut previous {
+            Some((prefix, sum)) if *prefix == visible => *sum += weight,
+            _ => {
+                if let Some((prefix, sum)) = previous.take() {
+                    lines.push(line(stacks, prefix, sum));
+                }
+                previous = Some((visible, weight));
+            }
+        }
+    }
+    if let Some((prefix, sum)) = previous {
+        lines.push(line(stacks, prefix, sum));
+    }
+    lines
+}
+
+fn line(stacks: &FoldedStacks, prefix: &[FrameId], weight: u64) -> String {
+    format!("{} {weight}", stacks.stack_text(prefix))
+}
+
+fn common_prefix(a: &[FrameId], b: &[FrameId]) -> usize {
+    a.iter().zip(b).take_while(|(x, y)| x == y).count()
 }
 
 #[cfg(test)]
@@ -168,6 +254,87 @@ mod tests {
         let text = String::from_utf8(svg).unwrap();
         assert!(text.contains("evil&lt;script&gt;alert(1)"));
         assert!(!text.contains('\u{1}') && !text.contains('\0'));
+    }
+
+    fn render(stacks: &FoldedStacks, options: &Options) -> String {
+        let mut svg = Vec::new();
+        render_svg(stacks, options, &mut svg).unwrap();
+        String::from_utf8(svg).unwrap()
+    }
+
+    /// What inferno draws from the full input and from the pruned lines
+    /// must be the same picture.
+    /// inferno's own rendering of every line, as the reference.
+    fn inferno_reference(stacks: &FoldedStacks, options: &Options) -> String {
+        let mut inferno_options = flamegraph::Options::default();
+        inferno_options.colors = Palette::from_str(&options.colors).unwrap();
+        inferno_options.hash = options.hash;
+        inferno_options.title = options.title.clone();
+        inferno_options.min_width = options.min_width;
+        inferno_options.reverse_stack_order = options.reverse;
+        let lines = stacks.to_lines();
+        let mut reference = Vec::new();
+        flamegraph::from_lines(
+            &mut inferno_options,
+            lines.iter().map(String::as_str),
+            &mut reference,
+        )
+        .unwrap();
+        String::from_utf8(reference).unwrap()
+    }
+
+    #[test]
+    fn fixture_graphs_are_byte_identical_to_inferno_on_every_line() {
+        let fixtures = concat!(env!("CARGO_MANIFEST_DIR"), "/../../fixtures");
+        let mut compared = 0;
+        for entry in std::fs::read_dir(fixtures).unwrap() {
+            let path = entry.unwrap().path().join("expected.folded");
+            let Ok(text) = std::fs::read(&path) else {
+                continue;
+            };
+            let stacks = FoldedStacks::parse(&text[..]).unwrap();
+            for reverse in [false, true] {
+                let options = Options {
+                    reverse,
+                    min_width: 0.5,
+                    ..Options::default()
+                };
+                assert_eq!(
+                    render(&stacks, &options),
+                    inferno_reference(&stacks, &options),
+                    "{}",
+                    path.display()
+                );
+            }
+            compared += 1;
+        }
+        assert!(compared >= 10);
+    }
+
+    #[test]
+    fn pruning_draws_exactly_what_inferno_draws() {
+        let mut text = String::new();
+        for i in 0..3000u32 {
+            // A few wide stacks and many narrow ones under shared parents.
+            let weight = if i % 1000 == 0 { 5000 } else { 1 + i % 3 };
+            text.push_str(&format!("app;main;mid{};leaf{} {weight}\n", i % 7, i));
+        }
+        let stacks = FoldedStacks::parse(text.as_bytes()).unwrap();
+        for (reverse, min_width) in [(false, 0.1), (true, 0.1), (false, 0.0), (false, 2.0)] {
+            let options = Options {
+                reverse,
+                min_width,
+                ..Options::default()
+            };
+            let ours = render(&stacks, &options);
+            assert_eq!(
+                ours,
+                inferno_reference(&stacks, &options),
+                "reverse={reverse} min_width={min_width}"
+            );
+        }
+        assert!(visible_lines(&stacks, false, 0.1).len() < 100);
+        assert_eq!(visible_lines(&stacks, false, 0.0).len(), 3000);
     }
 
     #[test]

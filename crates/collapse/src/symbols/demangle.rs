@@ -40,13 +40,15 @@ fn is_rust_symbol(name: &str) -> bool {
     if name.starts_with("_R") {
         return true;
     }
-    let name = name.split('.').next().unwrap_or(name);
-    let Some(body) = name.strip_suffix('E') else {
-        return false;
-    };
-    body.len() > 19
-        && body[body.len() - 19..].starts_with("17h")
-        && body[body.len() - 16..].bytes().all(|b| b.is_ascii_hexdigit())
+    // `…17h<16 hex digits>E`, possibly followed by a `.llvm.…` suffix;
+    // the path itself may contain `..` (legacy mangling of `::` in types).
+    name.match_indices("17h").any(|(i, _)| {
+        let hash = &name.as_bytes()[i + 3..];
+        hash.len() >= 17
+            && hash[..16].iter().all(u8::is_ascii_hexdigit)
+            && hash[16] == b'E'
+            && (hash.len() == 17 || hash[17] == b'.')
+    })
 }
 
 #[cfg(test)]
@@ -56,8 +58,19 @@ mod tests {
     #[test]
     fn cpp_without_parameters() {
         assert_eq!(demangle(b"_Z5levelILi24EEvv"), "level<24>");
-        assert_eq!(demangle(b"_ZN12_GLOBAL__N_14spinEv"), "(anonymous namespace)::spin");
+        assert_eq!(
+            demangle(b"_ZN12_GLOBAL__N_14spinEv"),
+            "(anonymous namespace)::spin"
+        );
         assert_eq!(demangle(b"_ZN3Foo3barEi"), "Foo::bar");
+    }
+
+    #[test]
+    fn rust_trait_impls_and_llvm_suffixes() {
+        assert_eq!(
+            demangle(b"_ZN109_$LT$flamegraph_perf_collapse..collapser..Collapser$u20$as$u20$flamegraph_perf_collapse..event..EventSink$GT$5event17h24ac911ee928f320E.llvm.42"),
+            "<flamegraph_perf_collapse::collapser::Collapser as flamegraph_perf_collapse::event::EventSink>::event"
+        );
     }
 
     #[test]

@@ -32,7 +32,9 @@ impl std::fmt::Display for ElfProblem {
         match self {
             ElfProblem::NotFound(path) => write!(f, "{}: not found", path.display()),
             ElfProblem::Unreadable(path, why) => write!(f, "{}: {why}", path.display()),
-            ElfProblem::NotElf(path, why) => write!(f, "{}: not an ELF file ({why})", path.display()),
+            ElfProblem::NotElf(path, why) => {
+                write!(f, "{}: not an ELF file ({why})", path.display())
+            }
             ElfProblem::BuildIdMismatch {
                 path,
                 expected,
@@ -293,7 +295,9 @@ fn build_table<'a>(
             continue;
         };
         let allocated = match section.flags() {
-            object::SectionFlags::Elf { sh_flags, .. } => (sh_flags & object::elf::SHF_ALLOC).0 != 0,
+            object::SectionFlags::Elf { sh_flags, .. } => {
+                (sh_flags & object::elf::SHF_ALLOC).0 != 0
+            }
             _ => true,
         };
         if !allocated {
@@ -302,9 +306,9 @@ fn build_table<'a>(
         let keep = match symbol.kind() {
             SymbolKind::Text | SymbolKind::Data => true,
             // Labels (STT_NOTYPE) only in text sections.
-            SymbolKind::Unknown => section.name_bytes().is_ok_and(|n| {
-                n.windows(4).any(|w| w == b"text")
-            }),
+            SymbolKind::Unknown => section
+                .name_bytes()
+                .is_ok_and(|n| n.windows(4).any(|w| w == b"text")),
             _ => false,
         };
         if !keep {

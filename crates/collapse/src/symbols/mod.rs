@@ -83,7 +83,10 @@ pub struct Symbolizer {
 
 impl Symbolizer {
     /// A symbolizer; nothing is loaded until needed.
-    pub fn new(options: SymbolizerOptions, kernel_reference: Option<KernelReference>) -> Symbolizer {
+    pub fn new(
+        options: SymbolizerOptions,
+        kernel_reference: Option<KernelReference>,
+    ) -> Symbolizer {
         Symbolizer {
             options,
             kernel_reference,
@@ -187,7 +190,8 @@ impl Symbolizer {
                 }
             }
             _ => {
-                let ours = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+                let ours =
+                    std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
                 if let Some(recorded) = &self.options.recorded_kernel_release {
                     if recorded.trim() != ours.trim() {
                         return Err(format!(
@@ -211,7 +215,13 @@ impl Symbolizer {
         let delta = self
             .kernel_reference
             .as_ref()
-            .and_then(|r| Some(kallsyms.address_of(r.symbol.as_bytes())?.wrapping_sub(r.address)))
+            .and_then(|r| {
+                Some(
+                    kallsyms
+                        .address_of(r.symbol.as_bytes())?
+                        .wrapping_sub(r.address),
+                )
+            })
             .unwrap_or(0);
         ObjectSymbols {
             names: addresses
@@ -258,9 +268,7 @@ impl Symbolizer {
             .collect();
         ObjectSymbols {
             names,
-            problem: symbols
-                .is_empty()
-                .then(|| "no symbols".to_owned()),
+            problem: symbols.is_empty().then(|| "no symbols".to_owned()),
         }
     }
 
@@ -318,7 +326,9 @@ fn unresolved(addresses: &[u64], problem: String) -> ObjectSymbols {
 fn read_bounded(path: &Path, limit: u64) -> std::io::Result<Vec<u8>> {
     use std::io::Read;
     let mut bytes = Vec::new();
-    std::fs::File::open(path)?.take(limit).read_to_end(&mut bytes)?;
+    std::fs::File::open(path)?
+        .take(limit)
+        .read_to_end(&mut bytes)?;
     Ok(bytes)
 }
 
@@ -342,9 +352,12 @@ fn vdso_symbols() -> Option<(&'static ElfSymbols, Option<&'static [u8]>)> {
             .ok()?
             .read_exact_at(&mut image, start)
             .ok()?;
-        let build_id = object::File::parse(&image[..])
-            .ok()
-            .and_then(|f| object::Object::build_id(&f).ok().flatten().map(<[u8]>::to_vec));
+        let build_id = object::File::parse(&image[..]).ok().and_then(|f| {
+            object::Object::build_id(&f)
+                .ok()
+                .flatten()
+                .map(<[u8]>::to_vec)
+        });
         Some((ElfSymbols::from_image(image).ok()?, build_id))
     })
     .as_ref()

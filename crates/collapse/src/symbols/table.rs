@@ -57,7 +57,9 @@ impl SymbolTableBuilder {
             return;
         };
         let name_len = name.len().min(u32::MAX as usize) as u32;
-        self.table.names.extend_from_slice(&name[..name_len as usize]);
+        self.table
+            .names
+            .extend_from_slice(&name[..name_len as usize]);
         self.table.symbols.push(Symbol {
             start,
             end: start.saturating_add(size),
@@ -92,11 +94,12 @@ impl SymbolTableBuilder {
             let (prev, curr) = (symbols[i - 1], symbols[i]);
             if prev.end == prev.start {
                 let is_module = |s: &Symbol| name_of(names, s).contains(&b'[');
-                symbols[i - 1].end = if flavor == Flavor::Kallsyms && is_module(&prev) != is_module(&curr) {
-                    round_up_page(prev.end.saturating_add(4096))
-                } else {
-                    curr.start
-                };
+                symbols[i - 1].end =
+                    if flavor == Flavor::Kallsyms && is_module(&prev) != is_module(&curr) {
+                        round_up_page(prev.end.saturating_add(4096))
+                    } else {
+                        curr.start
+                    };
             }
         }
         if let Some(last) = symbols.last_mut() {
@@ -177,7 +180,9 @@ impl SymbolTable {
 
     /// The first symbol with exactly this name.
     pub fn find_by_name(&self, name: &[u8]) -> Option<&Symbol> {
-        self.symbols.iter().find(|s| name_of(&self.names, s) == name)
+        self.symbols
+            .iter()
+            .find(|s| name_of(&self.names, s) == name)
     }
 
     /// Number of symbols.
