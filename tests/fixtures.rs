@@ -17,6 +17,7 @@ const CASES: &[(&str, &[(&str, &str)])] = &[
     ("pipe", &[]),
     ("multievent", &[]),
     ("jit", &[]),
+    ("inline", &[]),
 ];
 
 fn assert_parity(case: &str, expected: &Folded, ours: &Folded, comm_map: &[(&str, &str)]) -> f64 {
@@ -391,5 +392,51 @@ fn pipe_mode_reads_from_stdin() {
     assert_eq!(
         parse_folded(&String::from_utf8_lossy(&output.stdout)),
         folded_of("pipe", &[])
+    );
+}
+
+#[test]
+fn inline_frames_come_from_dwarf_on_request() {
+    let plain = folded_of("inline", &[]);
+    let inlined = folded_of("inline", &["--inline"]);
+    assert!(
+        !plain.keys().any(|s| s.contains("_[i]")),
+        "no inline frames by default"
+    );
+    let expanded: u64 = inlined
+        .iter()
+        .filter(|(s, _)| s.contains(";main;outer;middle_[i];inner_[i]"))
+        .map(|(_, c)| c)
+        .sum();
+    assert!(
+        expanded * 100 >= total(&inlined) * 90,
+        "{expanded} of {}",
+        total(&inlined)
+    );
+    // Dropping the inline frames gives the plain output back.
+    let mut without = Folded::new();
+    for (stack, count) in &inlined {
+        let kept: Vec<&str> = stack.split(';').filter(|f| !f.ends_with("_[i]")).collect();
+        *without.entry(kept.join(";")).or_default() += count;
+    }
+    assert_eq!(without, plain);
+}
+
+#[test]
+fn svg_title_is_the_recording_hostname() {
+    let info = collapse::PerfDataReader::open(&fixture("spin").join("perf.data"))
+        .unwrap()
+        .info()
+        .clone();
+    let hostname = info.hostname.expect("perf writes the hostname feature");
+    let args = fixture_args("spin");
+    let argv: Vec<&str> = args.iter().map(String::as_str).collect();
+    let output = run(&argv);
+    let svg = String::from_utf8(output.stdout).unwrap();
+    assert!(
+        svg.contains(&format!(
+            "<text id=\"title\" fill=\"rgb(0,0,0)\" x=\"50.0000%\" y=\"24.00\">{hostname}</text>"
+        )),
+        "title is {hostname}"
     );
 }
