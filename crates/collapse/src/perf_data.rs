@@ -231,33 +231,11 @@ impl PerfDataReader {
             // SAFETY: read-only mapping of a file we opened; see `validate_header`
             // for the checks that keep every access inside it.
             let map = unsafe { memmap2::Mmap::map(&file) }.map_err(io_error)?;
-            let pipe_mode = validate_header(path, &map)?;
-            let cursor = Cursor::new(map);
-            return if pipe_mode {
-                let parsed = PerfFileReader::parse_pipe(cursor)
-                    .map_err(|source| parse_error(path, source))?;
-                Ok(PerfDataReader::new(
-                    path,
-                    true,
-                    parsed.perf_file,
-                    Records::File(parsed.record_iter),
-                ))
-            } else {
-                let parsed = PerfFileReader::parse_file(cursor)
-                    .map_err(|source| parse_error(path, source))?;
-                Ok(PerfDataReader::new(
-                    path,
-                    false,
-                    parsed.perf_file,
-                    Records::File(parsed.record_iter),
-                ))
-            };
+            return Self::parse(path, map, Records::File);
         }
         // A FIFO or character device: read it as a pipe-mode stream.
         let mut bytes = Vec::new();
-        file.take(u64::MAX)
-            .read_to_end(&mut bytes)
-            .map_err(io_error)?;
+        (&file).read_to_end(&mut bytes).map_err(io_error)?;
         Self::from_bytes(path, bytes)
     }
 
@@ -268,27 +246,29 @@ impl PerfDataReader {
                 path: path.to_owned(),
             });
         }
-        let pipe_mode = validate_header(path, &bytes)?;
+        Self::parse(path, bytes, Records::Bytes)
+    }
+
+    /// Parses an in-memory recording after checking its header.
+    fn parse<B: AsRef<[u8]>>(
+        path: &Path,
+        bytes: B,
+        records: fn(PerfRecordIter<Cursor<B>>) -> Records,
+    ) -> Result<PerfDataReader, ReadError> {
+        let pipe_mode = validate_header(path, bytes.as_ref())?;
         let cursor = Cursor::new(bytes);
-        if pipe_mode {
-            let parsed =
-                PerfFileReader::parse_pipe(cursor).map_err(|source| parse_error(path, source))?;
-            Ok(PerfDataReader::new(
-                path,
-                true,
-                parsed.perf_file,
-                Records::Bytes(parsed.record_iter),
-            ))
+        let parsed = if pipe_mode {
+            PerfFileReader::parse_pipe(cursor)
         } else {
-            let parsed =
-                PerfFileReader::parse_file(cursor).map_err(|source| parse_error(path, source))?;
-            Ok(PerfDataReader::new(
-                path,
-                false,
-                parsed.perf_file,
-                Records::Bytes(parsed.record_iter),
-            ))
+            PerfFileReader::parse_file(cursor)
         }
+        .map_err(|source| parse_error(path, source))?;
+        Ok(PerfDataReader::new(
+            path,
+            pipe_mode,
+            parsed.perf_file,
+            records(parsed.record_iter),
+        ))
     }
 
     fn new(path: &Path, pipe_mode: bool, perf_file: PerfFile, records: Records) -> PerfDataReader {
