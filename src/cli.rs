@@ -6,18 +6,83 @@ use clap::{Parser, ValueEnum};
 
 /// Linux CPU samples to an interactive flamegraph, in one command.
 ///
-/// Reads a perf.data recording (`-i`) or folded stacks (`--from-folded`),
-/// symbolizes, drops idle time, folds the stacks and writes an SVG
-/// flamegraph to stdout (to `flamegraph.svg` when stdout is a terminal).
+/// Records on-CPU stacks through perf_event_open (`-a`, `-p`, `-- CMD`; no
+/// perf binary needed), or reads a perf.data recording (`-i`) or folded
+/// stacks (`--from-folded`); symbolizes, drops idle time, folds the stacks
+/// and writes an SVG flamegraph to stdout (to `flamegraph.svg` when stdout
+/// is a terminal).
+///
+///   flamegraph-perf -a -g -- sleep 10 > out.svg
 ///
 /// Exit status: 0 success; 2 error, no graph; 3 graph made from partial data
-/// (the recording is damaged or was cut short).
+/// (the recording is damaged or was cut short); when recording a command,
+/// the command's exit status (128+N if it died of signal N).
 #[derive(Debug, Parser)]
 #[command(name = "flamegraph-perf", version, about, long_about)]
 pub struct Args {
     /// perf.data file to read; `-` reads a pipe-mode stream from stdin.
     #[arg(short = 'i', long = "input", value_name = "FILE")]
     pub input: Option<PathBuf>,
+
+    /// Record every CPU. Without a command or -p, recording runs until Ctrl-C.
+    #[arg(short = 'a', long = "all-cpus", help_heading = "Recording")]
+    pub all_cpus: bool,
+
+    /// Record kernel and user call stacks (frame pointers).
+    #[arg(short = 'g', help_heading = "Recording")]
+    pub callchains: bool,
+
+    /// Samples per second per CPU.
+    #[arg(
+        short = 'F',
+        long = "freq",
+        value_name = "HZ",
+        default_value_t = 99,
+        help_heading = "Recording"
+    )]
+    pub frequency: u64,
+
+    /// Record these running processes (and the threads they start).
+    #[arg(
+        short = 'p',
+        long = "attach",
+        value_name = "PID[,PID...]",
+        value_delimiter = ',',
+        help_heading = "Recording"
+    )]
+    pub attach: Vec<i32>,
+
+    /// Record only these CPUs (e.g. 0,2-3).
+    #[arg(
+        short = 'C',
+        long = "cpu",
+        value_name = "CPUS",
+        help_heading = "Recording"
+    )]
+    pub cpus: Option<String>,
+
+    /// Also save the recording as a perf.data file Linux perf can read.
+    #[arg(
+        short = 'o',
+        long = "output",
+        value_name = "FILE",
+        help_heading = "Recording"
+    )]
+    pub output: Option<PathBuf>,
+
+    /// Ring buffer data pages per CPU (a power of two).
+    #[arg(
+        short = 'm',
+        long = "mmap-pages",
+        value_name = "PAGES",
+        default_value_t = 128,
+        help_heading = "Recording"
+    )]
+    pub mmap_pages: usize,
+
+    /// Command to launch and record (with -a or -p it only sets the duration).
+    #[arg(last = true, value_name = "CMD")]
+    pub command: Vec<std::ffi::OsString>,
 
     /// Render existing folded stacks (`frame;frame;... COUNT` lines) from
     /// FILE, or stdin for `-`.
@@ -28,8 +93,11 @@ pub struct Args {
     #[arg(long)]
     pub folded: bool,
 
-    /// Event to fold when the recording has several (default: the first).
-    #[arg(long, value_name = "NAME")]
+    /// Event to sample when recording: cpu-clock (default), task-clock,
+    /// cycles, instructions, or a tracepoint subsystem:name (e.g.
+    /// sched:sched_switch). With -i: the event to fold when the file has
+    /// several (default: the first).
+    #[arg(short = 'e', long, value_name = "EVENT")]
     pub event: Option<String>,
 
     /// What each sample weighs.

@@ -23,10 +23,14 @@ const EXIT_PARTIAL: u8 = 3;
 /// Exit status for errors (no graph).
 const EXIT_ERROR: u8 = 2;
 
-/// Whether the whole input made it into the output.
+/// How the run ended, for the exit status.
 enum Completeness {
+    /// Everything read and shown.
     Complete,
+    /// The graph shows partial data.
     Partial,
+    /// A recorded command's exit status, passed on.
+    Command(i32),
 }
 
 fn main() -> ExitCode {
@@ -34,6 +38,7 @@ fn main() -> ExitCode {
     match run(&args) {
         Ok(Completeness::Complete) => ExitCode::SUCCESS,
         Ok(Completeness::Partial) => ExitCode::from(EXIT_PARTIAL),
+        Ok(Completeness::Command(status)) => ExitCode::from(status.clamp(0, 255) as u8),
         Err(error) if output::is_broken_pipe(&error) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("flamegraph-perf: {error:#}");
@@ -57,8 +62,12 @@ fn run(args: &Args) -> Result<Completeness> {
         return Ok(Completeness::Complete);
     }
     let Some(input) = &args.input else {
-        bail!("nothing to read: give a recording with -i perf.data (or - for stdin), or folded stacks with --from-folded FILE");
+        return record_live(args);
     };
+    if args.all_cpus || !args.attach.is_empty() || !args.command.is_empty() || args.output.is_some()
+    {
+        bail!("-i reads an existing recording; -a, -p, -o and a command are for recording");
+    }
     let mut reader = PerfDataReader::open(input)?;
     let info = reader.info().clone();
     let event_index = choose_event(args, &info)?;
@@ -105,6 +114,67 @@ fn run(args: &Args) -> Result<Completeness> {
         Completeness::Partial
     } else {
         Completeness::Complete
+    })
+}
+
+/// Records live, then folds and renders what was recorded.
+fn record_live(args: &Args) -> Result<Completeness> {
+    let cpus = match &args.cpus {
+        Some(list) => Some(record::system::parse_cpu_list(list).map_err(anyhow::Error::msg)?),
+        None => None,
+    };
+    let options = record::RecordOptions {
+        system_wide: args.all_cpus,
+        pids: args.attach.clone(),
+        command: args.command.clone(),
+        command_env: Vec::new(),
+        cpus,
+        event: args.event.clone().unwrap_or_else(|| "cpu-clock".to_owned()),
+        frequency: args.frequency,
+        callchains: args.callchains,
+        mmap_pages: args.mmap_pages,
+        output: args.output.clone(),
+        duration: None,
+    };
+    let mut collapser = Collapser::new(collapse_options(args, 0)?);
+    let mut reporter = output::StderrReporter::new(args.quiet);
+    let summary = record::record(
+        &options,
+        record::Consumers {
+            sink: &mut collapser,
+            reporter: &mut reporter,
+        },
+    )?;
+    reporter.finish();
+    let Collapsed { stacks, stats } = collapser.finish(SymbolizerOptions {
+        symfs: args.symfs.clone(),
+        kallsyms: args.kallsyms.clone(),
+        inline: args.inline,
+        no_demangle: args.no_demangle,
+        recorded_kernel_release: None,
+    });
+    if !args.quiet {
+        output::print_record_summary(&summary, &stats);
+    }
+    let hostname = this_hostname();
+    if stacks.is_empty() {
+        eprintln!(
+            "flamegraph-perf: warning: no samples of {} were recorded{}",
+            summary.event_name,
+            if stats.idle_samples > 0 {
+                format!(
+                    " except {} idle ones (--keep-idle shows them)",
+                    stats.idle_samples
+                )
+            } else {
+                String::new()
+            }
+        );
+    }
+    output::write(args, &stacks, &hostname)?;
+    Ok(match summary.command_status {
+        Some(status) if status != 0 => Completeness::Command(status),
+        _ => Completeness::Complete,
     })
 }
 

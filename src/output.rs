@@ -57,18 +57,102 @@ pub fn write(args: &Args, stacks: &FoldedStacks, hostname: &str) -> Result<()> {
         return Ok(());
     }
     let options = render_options(args, hostname);
+    let render = |out: &mut dyn Write| -> Result<(), render::RenderError> {
+        if stacks.is_empty() {
+            render::render_empty(&options, "No samples were recorded", out)
+        } else {
+            render::render_svg(stacks, &options, out)
+        }
+    };
     if stdout.is_terminal() {
         write_file_replacing(Path::new(TERMINAL_SVG_PATH), |out| {
-            render::render_svg(stacks, &options, out).map_err(io::Error::other)
+            render(out).map_err(io::Error::other)
         })
         .with_context(|| format!("writing {TERMINAL_SVG_PATH}"))?;
         eprintln!("flamegraph-perf: stdout is a terminal; wrote {TERMINAL_SVG_PATH}");
         return Ok(());
     }
     let mut out = BufWriter::with_capacity(1 << 16, stdout.lock());
-    render::render_svg(stacks, &options, &mut out).context("writing SVG")?;
+    render(&mut out).context("writing SVG")?;
     out.flush().context("writing SVG")?;
     Ok(())
+}
+
+/// Warnings and (on a terminal) a progress line on stderr while recording.
+pub struct StderrReporter {
+    quiet: bool,
+    progress_shown: bool,
+    terminal: bool,
+}
+
+impl StderrReporter {
+    /// A reporter; progress only when stderr is a terminal.
+    pub fn new(quiet: bool) -> StderrReporter {
+        StderrReporter {
+            quiet,
+            progress_shown: false,
+            terminal: io::stderr().is_terminal(),
+        }
+    }
+
+    fn clear_progress(&mut self) {
+        if self.progress_shown {
+            eprint!("\r\x1b[K");
+            self.progress_shown = false;
+        }
+    }
+
+    /// Removes the progress line.
+    pub fn finish(&mut self) {
+        self.clear_progress();
+    }
+}
+
+impl record::Reporter for StderrReporter {
+    fn warn(&mut self, message: &str) {
+        self.clear_progress();
+        eprintln!("flamegraph-perf: warning: {message}");
+    }
+
+    fn progress(&mut self, elapsed: std::time::Duration, samples: u64, lost: u64) {
+        if self.quiet || !self.terminal {
+            return;
+        }
+        eprint!(
+            "\r\x1b[Kflamegraph-perf: recording {:.0} s, {samples} samples, {lost} lost (Ctrl-C to stop)",
+            elapsed.as_secs_f64()
+        );
+        self.progress_shown = true;
+    }
+}
+
+/// The one-line summary of a live recording.
+pub fn print_record_summary(summary: &record::RecordSummary, stats: &CollapseStats) {
+    let total = summary.samples + summary.lost;
+    let mut line = format!(
+        "flamegraph-perf: recorded {:.1} s, {} samples of {}, lost {} of {total} samples",
+        summary.duration.as_secs_f64(),
+        summary.samples,
+        summary.event_name,
+        summary.lost
+    );
+    if summary.throttled > 0 {
+        line.push_str(&format!(", throttled {} times", summary.throttled));
+    }
+    if stats.frames > 0 {
+        line.push_str(&format!(
+            ", {:.1}% of frames unresolved",
+            100.0 * stats.unresolved_frames as f64 / stats.frames as f64
+        ));
+    }
+    line.push_str(&format!(", {} idle samples dropped", stats.idle_samples));
+    if let Some(signal) = summary.stopped_by_signal {
+        line.push_str(&format!(", stopped by signal {signal}"));
+    }
+    if let Some(path) = &summary.output {
+        line.push_str(&format!(", saved {}", path.display()));
+    }
+    eprintln!("{line}");
 }
 
 /// Writes a file by creating a fresh temporary file beside it (never

@@ -187,8 +187,8 @@ fn bad_inputs_get_one_line_naming_the_file_and_exit_2() {
         assert!(!stderr.contains("panicked"));
         assert!(output.stdout.is_empty());
     }
-    let output = run(&[]);
-    assert_eq!(output.status.code(), Some(2));
+    let output = run(&["-i", "x.data", "-a"]);
+    assert_eq!(output.status.code(), Some(2), "-i does not record");
 }
 
 #[test]

@@ -49,12 +49,12 @@ pub struct PerfMap {
 #[derive(Debug, thiserror::Error)]
 pub enum ReadMapError {
     /// Opening or reading failed (including "is a symlink": `ELOOP`).
-    #[error("{path}: {source}")]
+    #[error("{path}: {error}")]
     Io {
         /// The file.
         path: PathBuf,
         /// What went wrong.
-        source: io::Error,
+        error: io::Error,
     },
     /// The path is not a regular file.
     #[error("{path}: not a regular file")]
@@ -212,9 +212,9 @@ fn parse_line(line: &[u8]) -> Option<PerfMapEntry> {
 /// and at most [`MAX_MAP_BYTES`] are accepted. The size is checked on the
 /// open descriptor, and reading stops at the limit even if the file grows.
 pub fn read_perf_map(path: &Path) -> Result<PerfMap, ReadMapError> {
-    let io_error = |source| ReadMapError::Io {
+    let io_error = |error| ReadMapError::Io {
         path: path.to_owned(),
-        source,
+        error,
     };
     let file = open_no_follow(path).map_err(io_error)?;
     let metadata = file.metadata().map_err(io_error)?;

@@ -29,12 +29,12 @@ const PIPE_HEADER_SIZE: u64 = 16;
 #[derive(Debug, thiserror::Error)]
 pub enum ReadError {
     /// The file could not be opened or read.
-    #[error("{path}: {source}")]
+    #[error("{path}: {error}")]
     Io {
         /// The file (`-` for stdin).
         path: PathBuf,
         /// The cause.
-        source: io::Error,
+        error: io::Error,
     },
     /// The file is empty.
     #[error("{path}: empty file, not a perf.data recording")]
@@ -61,12 +61,12 @@ pub enum ReadError {
         what: String,
     },
     /// linux-perf-data rejected the file.
-    #[error("{path}: cannot parse perf.data: {source}")]
+    #[error("{path}: cannot parse perf.data: {error}")]
     Parse {
         /// The file.
         path: PathBuf,
         /// The parser's error.
-        source: linux_perf_data::Error,
+        error: linux_perf_data::Error,
     },
 }
 
@@ -193,21 +193,21 @@ pub struct PerfDataReader {
 impl PerfDataReader {
     /// Opens a perf.data file, or stdin for `-` (pipe mode).
     pub fn open(path: &Path) -> Result<PerfDataReader, ReadError> {
-        let io_error = |source| ReadError::Io {
+        let io_error = |error| ReadError::Io {
             path: path.to_owned(),
-            source,
+            error,
         };
         if path == Path::new("-") {
             let reader = BufReader::with_capacity(1 << 20, io::stdin());
-            let parsed = PerfFileReader::parse_pipe(reader).map_err(|source| match source {
+            let parsed = PerfFileReader::parse_pipe(reader).map_err(|error| match error {
                 linux_perf_data::Error::IoError(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
                     ReadError::Empty {
                         path: path.to_owned(),
                     }
                 }
-                source => ReadError::Parse {
+                error => ReadError::Parse {
                     path: path.to_owned(),
-                    source,
+                    error,
                 },
             })?;
             return Ok(PerfDataReader::new(
@@ -262,7 +262,7 @@ impl PerfDataReader {
         } else {
             PerfFileReader::parse_file(cursor)
         }
-        .map_err(|source| parse_error(path, source))?;
+        .map_err(|error| parse_error(path, error))?;
         Ok(PerfDataReader::new(
             path,
             pipe_mode,
@@ -295,10 +295,10 @@ impl PerfDataReader {
     }
 }
 
-fn parse_error(path: &Path, source: linux_perf_data::Error) -> ReadError {
+fn parse_error(path: &Path, error: linux_perf_data::Error) -> ReadError {
     ReadError::Parse {
         path: path.to_owned(),
-        source,
+        error,
     }
 }
 

@@ -129,6 +129,36 @@ pub fn render_svg<W: Write>(
     Ok(())
 }
 
+/// Writes a valid SVG of the graph's size that shows `message` instead of
+/// frames (for recordings without samples, where a script expects a file).
+pub fn render_empty<W: Write>(
+    options: &Options,
+    message: &str,
+    mut out: W,
+) -> Result<(), RenderError> {
+    let width = options.width.unwrap_or(1200);
+    let escape = |s: &str| {
+        sanitize_name(s)
+            .replace('&', "&amp;")
+            .replace('<', "&lt;")
+            .replace('>', "&gt;")
+            .replace('"', "&quot;")
+    };
+    write!(
+        out,
+        "<?xml version=\"1.0\" standalone=\"no\"?>\n\
+         <svg version=\"1.1\" width=\"{width}\" height=\"80\" viewBox=\"0 0 {width} 80\" xmlns=\"http://www.w3.org/2000/svg\">\n\
+         <rect x=\"0\" y=\"0\" width=\"100%\" height=\"100%\" fill=\"#eeeeee\"/>\n\
+         <text x=\"50%\" y=\"30\" text-anchor=\"middle\" font-family=\"monospace\" font-size=\"17\">{}</text>\n\
+         <text x=\"50%\" y=\"60\" text-anchor=\"middle\" font-family=\"monospace\" font-size=\"12\">{}</text>\n\
+         </svg>\n",
+        escape(&options.title),
+        escape(message)
+    )?;
+    out.flush()?;
+    Ok(())
+}
+
 /// The folded lines inferno needs to draw exactly what it would draw from
 /// all of `stacks`, in the order it would process them: frames narrower
 /// than `min_width` percent of the total are cut off (inferno omits them,

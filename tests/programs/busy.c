@@ -1,0 +1,36 @@
+/* busy SECONDS: main -> outer_loop -> hot_leaf, pure CPU, for SECONDS of
+ * wall time. Built by the recorder tests with frame pointers. */
+#include <stdlib.h>
+#include <time.h>
+
+#define FORCE_FRAME() __asm__ volatile("" : : "r"(__builtin_frame_address(0)))
+
+static volatile unsigned long sink;
+
+__attribute__((noinline)) unsigned long hot_leaf(unsigned long n)
+{
+	unsigned long x = 0;
+	FORCE_FRAME();
+	for (unsigned long i = 0; i < n; i++) {
+		x += i * i;
+		__asm__ volatile("" : "+r"(x));
+	}
+	return x;
+}
+
+__attribute__((noinline)) void outer_loop(double seconds)
+{
+	struct timespec start, now;
+	FORCE_FRAME();
+	clock_gettime(CLOCK_MONOTONIC, &start);
+	do {
+		sink += hot_leaf(1000000);
+		clock_gettime(CLOCK_MONOTONIC, &now);
+	} while ((now.tv_sec - start.tv_sec) + (now.tv_nsec - start.tv_nsec) / 1e9 < seconds);
+}
+
+int main(int argc, char **argv)
+{
+	outer_loop(argc > 1 ? atof(argv[1]) : 1.0);
+	return 0;
+}
