@@ -145,7 +145,11 @@ pub fn print_record_summary(summary: &record::RecordSummary, stats: &CollapseSta
             100.0 * stats.unresolved_frames as f64 / stats.frames as f64
         ));
     }
-    line.push_str(&format!(", {} idle samples dropped", stats.idle_samples));
+    line.push_str(&format!(
+        ", {} idle samples dropped, recorder CPU {:.2} s",
+        stats.idle_samples,
+        summary.recorder_cpu.as_secs_f64()
+    ));
     if let Some(signal) = summary.stopped_by_signal {
         line.push_str(&format!(", stopped by signal {signal}"));
     }

@@ -89,6 +89,9 @@ pub struct RecordSummary {
     pub throttled: u64,
     /// Wall time recorded.
     pub duration: Duration,
+    /// CPU time (user + system) this process spent while recording, not
+    /// counting symbolization and rendering afterwards.
+    pub recorder_cpu: Duration,
     /// The launched command's exit status, shell-style (128+N for signal N).
     pub command_status: Option<i32>,
     /// The stop signal that ended the recording early, if one did.

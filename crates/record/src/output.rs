@@ -132,7 +132,7 @@ impl PerfDataOutput {
         &self.destination
     }
 
-    /// Appends one record exactly as the kernel (or synthesis) produced it.
+    /// Appends records exactly as the kernel (or synthesis) produced them.
     pub fn write_record(&mut self, bytes: &[u8]) -> Result<(), OutputError> {
         self.writer
             .write_event_data(bytes)
