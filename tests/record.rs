@@ -189,17 +189,28 @@ fn system_wide_recording_shows_several_processes() {
     if !can_record() {
         return;
     }
-    let mut other = Command::new(busy().unwrap()).arg("3").spawn().unwrap();
+    // Two processes with different names, started before the recording.
+    let twin = busy().unwrap().with_file_name("twin");
+    std::fs::copy(busy().unwrap(), &twin).unwrap();
+    let mut others: Vec<_> = [busy().unwrap(), twin.as_path()]
+        .into_iter()
+        .map(|program| Command::new(program).arg("3").spawn().unwrap())
+        .collect();
+    std::thread::sleep(Duration::from_millis(100));
     let output = record(&["-a", "-g", "--keep-idle", "--folded", "--", "sleep", "2"]);
-    let _ = other.kill();
-    let _ = other.wait();
+    for other in &mut others {
+        let _ = other.kill();
+        let _ = other.wait();
+    }
     let folded = folded_stdout(&output);
     let roots: std::collections::BTreeSet<&str> = folded
         .keys()
         .map(|s| s.split(';').next().unwrap())
         .collect();
-    assert!(roots.contains("busy"), "{roots:?}");
-    assert!(roots.len() >= 3, "several processes: {roots:?}");
+    assert!(
+        roots.contains("busy") && roots.contains("twin"),
+        "several processes: {roots:?}"
+    );
     // The busy process was already running: its mappings came from /proc.
     assert!(
         weight_where(&folded, |s| s.starts_with("busy;")
