@@ -535,3 +535,47 @@ fn without_privileges_it_records_user_space_and_says_why() {
         );
     }
 }
+
+#[test]
+fn cpu_list_restricts_sampling_to_those_cpus() {
+    let _exclusive = exclusive();
+    if !can_record() {
+        return;
+    }
+    let Some(perf) = which("perf") else {
+        assert!(!ci_requires_live(), "CI=true: perf must be installed");
+        eprintln!("skipped: perf is needed to read CPU numbers");
+        return;
+    };
+    let dir = std::env::temp_dir().join(format!("fgp-record-cpu-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let data = dir.join("cpu.data");
+    let busy = busy().unwrap().to_str().unwrap();
+    let output = record(&[
+        "-a",
+        "-C",
+        "0",
+        "--keep-idle",
+        "--folded",
+        "-o",
+        data.to_str().unwrap(),
+        "--",
+        "sh",
+        "-c",
+        &format!("{busy} 1 & {busy} 1; wait"),
+    ]);
+    assert!(total(&folded_stdout(&output)) > 50);
+    let script = Command::new(perf)
+        .args(["script", "-F", "cpu", "-i"])
+        .arg(&data)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&script.stdout);
+    let cpus: std::collections::BTreeSet<&str> = text.split_whitespace().collect();
+    assert_eq!(
+        cpus.into_iter().collect::<Vec<_>>(),
+        vec!["[000]"],
+        "only CPU 0 sampled"
+    );
+    std::fs::remove_dir_all(&dir).ok();
+}
