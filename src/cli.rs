@@ -80,6 +80,17 @@ pub struct Args {
     )]
     pub mmap_pages: usize,
 
+    /// Do not add JVM flags for launched commands. By default
+    /// JAVA_TOOL_OPTIONS gets -XX:+PreserveFramePointer
+    /// -XX:+UnlockDiagnosticVMOptions -XX:+DumpPerfMapAtExit appended, so
+    /// Java stacks are complete and JIT frames get names.
+    #[arg(long, help_heading = "Recording")]
+    pub no_jvm_flags: bool,
+
+    /// Do not ask running JVMs for their perf maps at the end of a recording.
+    #[arg(long, help_heading = "Recording")]
+    pub no_jvm_attach: bool,
+
     /// Command to launch and record (with -a or -p it only sets the duration).
     #[arg(last = true, value_name = "CMD")]
     pub command: Vec<std::ffi::OsString>,

@@ -2,6 +2,7 @@
 //! rendering. All real work lives in the workspace crates.
 
 mod cli;
+mod jvm;
 mod output;
 
 use std::io::{self, BufReader, IsTerminal};
@@ -76,11 +77,14 @@ fn run(args: &Args) -> Result<Completeness> {
         collapser.add_build_id(path, build_id);
     }
     let read = reader.read_events(&mut collapser);
-    let Collapsed { stacks, stats } = collapser.finish(SymbolizerOptions {
+    let kept_maps = output::perf_maps_dir(input);
+    let Collapsed { stacks, stats, .. } = collapser.finish(SymbolizerOptions {
         symfs: args.symfs.clone(),
         kallsyms: args.kallsyms.clone(),
         inline: args.inline,
         no_demangle: args.no_demangle,
+        perf_map_dirs: kept_maps.into_iter().filter(|d| d.is_dir()).collect(),
+        live_processes: false,
         recorded_kernel_release: info.os_release.clone(),
     });
     let event_name = &info.events[event_index].name;
@@ -127,7 +131,15 @@ fn record_live(args: &Args) -> Result<Completeness> {
         system_wide: args.all_cpus,
         pids: args.attach.clone(),
         command: args.command.clone(),
-        command_env: Vec::new(),
+        command_env: if args.no_jvm_flags || args.command.is_empty() {
+            Vec::new()
+        } else {
+            let existing = std::env::var("JAVA_TOOL_OPTIONS").ok();
+            vec![(
+                "JAVA_TOOL_OPTIONS".into(),
+                jvm_maps::java_tool_options(existing.as_deref()).into(),
+            )]
+        },
         cpus,
         event: args.event.clone().unwrap_or_else(|| "cpu-clock".to_owned()),
         frequency: args.frequency,
@@ -146,15 +158,38 @@ fn record_live(args: &Args) -> Result<Completeness> {
         },
     )?;
     reporter.finish();
-    let Collapsed { stacks, stats } = collapser.finish(SymbolizerOptions {
+    if !args.no_jvm_attach {
+        jvm::dump_perf_maps(&collapser.sampled_pids(), args.quiet);
+    }
+    let Collapsed {
+        stacks,
+        stats,
+        perf_maps,
+    } = collapser.finish(SymbolizerOptions {
         symfs: args.symfs.clone(),
         kallsyms: args.kallsyms.clone(),
         inline: args.inline,
         no_demangle: args.no_demangle,
+        perf_map_dirs: Vec::new(),
+        live_processes: true,
         recorded_kernel_release: None,
     });
     if !args.quiet {
         output::print_record_summary(&summary, &stats);
+    }
+    if let Some(saved) = &summary.output {
+        if !perf_maps.is_empty() {
+            let dir = output::save_perf_maps(saved, &perf_maps)?;
+            if !args.quiet {
+                eprintln!(
+                    "flamegraph-perf: kept {} perf map{} in {} (used by -i {})",
+                    perf_maps.len(),
+                    if perf_maps.len() == 1 { "" } else { "s" },
+                    dir.display(),
+                    saved.display()
+                );
+            }
+        }
     }
     let hostname = this_hostname();
     if stacks.is_empty() {

@@ -150,6 +150,7 @@ pub fn print_record_summary(summary: &record::RecordSummary, stats: &CollapseSta
         stats.idle_samples,
         summary.recorder_cpu.as_secs_f64()
     ));
+    push_jit_share(&mut line, stats);
     if let Some(signal) = summary.stopped_by_signal {
         line.push_str(&format!(", stopped by signal {signal}"));
     }
@@ -221,6 +222,7 @@ pub fn print_summary(input: &Path, event: &str, read: &ReadStats, stats: &Collap
         ));
     }
     line.push_str(&format!(", {} idle samples dropped", stats.idle_samples));
+    push_jit_share(&mut line, stats);
     if read.malformed_records > 0 {
         line.push_str(&format!(
             ", {} malformed records skipped",
@@ -238,4 +240,76 @@ pub fn print_summary(input: &Path, event: &str, read: &ReadStats, stats: &Collap
             stats.object_problems.len() - SHOWN_PROBLEMS
         );
     }
+}
+
+/// ", N of M JIT frames unresolved" when there was JIT code.
+fn push_jit_share(line: &mut String, stats: &CollapseStats) {
+    if stats.jit_frames > 0 {
+        line.push_str(&format!(
+            ", {} of {} JIT frames unresolved",
+            stats.unresolved_jit_frames, stats.jit_frames
+        ));
+    }
+}
+
+/// Where perf maps are kept for a perf.data file: `FILE.maps/`.
+pub fn perf_maps_dir(perf_data: &Path) -> Option<std::path::PathBuf> {
+    if perf_data == Path::new("-") {
+        return None;
+    }
+    let mut name = perf_data.file_name()?.to_os_string();
+    name.push(".maps");
+    Some(perf_data.with_file_name(name))
+}
+
+/// Saves perf maps as `FILE.maps/perf-PID.map`: written into a fresh
+/// private directory, then renamed into place (replacing an earlier
+/// `FILE.maps` of ours, never following a planted symlink).
+pub fn save_perf_maps(perf_data: &Path, maps: &[(i32, Vec<u8>)]) -> Result<std::path::PathBuf> {
+    use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
+    let target = perf_maps_dir(perf_data).context("perf.data path has no file name")?;
+    let parent = target
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let temp = (0..1000u32)
+        .map(|n| parent.join(format!(".flamegraph-perf-maps.{}.{n}", std::process::id())))
+        .find(|dir| std::fs::DirBuilder::new().mode(0o700).create(dir).is_ok())
+        .context("creating a temporary directory for perf maps")?;
+    let result = (|| -> Result<()> {
+        for (pid, bytes) in maps {
+            let path = temp.join(format!("perf-{pid}.map"));
+            let mut file = OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&path)?;
+            file.write_all(bytes)?;
+        }
+        std::fs::set_permissions(&temp, std::fs::Permissions::from_mode(0o755))?;
+        match std::fs::symlink_metadata(&target) {
+            // An earlier copy of ours: replace it.
+            // SAFETY: geteuid has no preconditions.
+            Ok(m) if m.is_dir() && m.uid() == unsafe { libc_geteuid() } => {
+                std::fs::remove_dir_all(&target)?
+            }
+            Ok(m) if m.is_dir() => {
+                anyhow::bail!("{} exists and belongs to someone else", target.display())
+            }
+            // A symlink or file: rename replaces the name itself.
+            Ok(_) => std::fs::remove_file(&target)?,
+            Err(_) => {}
+        }
+        std::fs::rename(&temp, &target)?;
+        Ok(())
+    })();
+    if let Err(e) = result {
+        let _ = std::fs::remove_dir_all(&temp);
+        return Err(e.context(format!("saving perf maps to {}", target.display())));
+    }
+    Ok(target)
+}
+
+extern "C" {
+    #[link_name = "geteuid"]
+    fn libc_geteuid() -> u32;
 }

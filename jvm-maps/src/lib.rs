@@ -1,251 +1,61 @@
-//! JIT symbol maps in the `/tmp/perf-PID.map` format.
+//! JIT symbol maps: reading `/tmp/perf-PID.map` files safely, and getting
+//! HotSpot JVMs to write them without any JDK tool on the machine.
 //!
-//! Each line is `START SIZE NAME`: START and SIZE in hex, with or without a
-//! `0x` prefix (the JDK's `Compiler.perfmap` writes `0x` and 16 digits,
-//! perf-map-agent and most other JITs write plain hex), NAME is the rest of
-//! the line and may hold spaces. [`PerfMap::parse`] works on bytes from any
-//! source; [`read_perf_map`] reads a file the way a root process must read a
-//! file another user could have planted: no symlinks, regular files only,
-//! bounded size.
+//! - [`perf_map`]: the map format (0x-prefixed and plain hex, names with
+//!   spaces; the later line wins where lines overlap).
+//! - [`safe_file`]: reading files other users control, as root: regular
+//!   files only, no symlinks, trusted owners, bounded size and reads, and
+//!   paths inside a container's root that cannot leave it.
+//! - [`process`]: a process's namespace pid, user, and whether it is a JVM.
+//! - [`attach`]: the HotSpot dynamic-attach handshake for `Compiler.perfmap`.
+//! - [`find_perf_map`]: where a process's map is, container first.
 
-use std::fs::File;
-use std::io::{self, Read};
-use std::path::{Path, PathBuf};
+pub mod attach;
+pub mod perf_map;
+pub mod process;
+pub mod safe_file;
 
-/// Largest perf map read, in bytes. A JVM with a very large code cache writes
-/// a few tens of MB; anything larger is treated as hostile.
-pub const MAX_MAP_BYTES: u64 = 256 << 20;
+use std::path::Path;
 
-/// Longest name kept from a map line, in bytes (longer ones are truncated by
-/// the consumer's sanitizer anyway; this bounds memory per entry).
-const MAX_NAME_BYTES: usize = 4096;
+pub use perf_map::{
+    read_perf_map, read_perf_map_in_root, LoadedMap, PerfMap, PerfMapEntry, MAX_MAP_BYTES,
+};
+pub use safe_file::{ReadPolicy, UnsafeFile};
 
-/// One symbol of a perf map.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct PerfMapEntry {
-    /// First address of the symbol.
-    pub start: u64,
-    /// One past the last address.
-    pub end: u64,
-    /// Symbol name as written (lossily decoded, trailing CR removed).
-    pub name: String,
-}
+/// JVM flags that make Java stacks complete and leave a perf map at exit.
+pub const LAUNCH_FLAGS: &str =
+    "-XX:+PreserveFramePointer -XX:+UnlockDiagnosticVMOptions -XX:+DumpPerfMapAtExit";
 
-/// A parsed perf map: disjoint address ranges, sorted, each naming a symbol.
-///
-/// Where lines overlap, the later line wins over the part it covers: JITs
-/// append to the map as they (re)compile code into freed space, so the later
-/// line describes what is there now. Lines that do not parse are skipped and
-/// counted in [`PerfMap::skipped_lines`].
-#[derive(Clone, Debug, Default)]
-pub struct PerfMap {
-    /// Disjoint ranges sorted by start: (start, end, index into `names`).
-    ranges: Vec<(u64, u64, u32)>,
-    names: Vec<String>,
-    skipped_lines: usize,
-}
-
-/// Why a perf map file was not read.
-#[derive(Debug, thiserror::Error)]
-pub enum ReadMapError {
-    /// Opening or reading failed (including "is a symlink": `ELOOP`).
-    #[error("{path}: {error}")]
-    Io {
-        /// The file.
-        path: PathBuf,
-        /// What went wrong.
-        error: io::Error,
-    },
-    /// The path is not a regular file.
-    #[error("{path}: not a regular file")]
-    NotRegularFile {
-        /// The file.
-        path: PathBuf,
-    },
-    /// The file is larger than [`MAX_MAP_BYTES`].
-    #[error("{path}: {size} bytes is more than the {max} byte limit for perf maps")]
-    TooLarge {
-        /// The file.
-        path: PathBuf,
-        /// Its size.
-        size: u64,
-        /// The limit.
-        max: u64,
-    },
-}
-
-impl PerfMap {
-    /// Parses perf map text. Never fails: bad lines are counted and skipped.
-    pub fn parse(bytes: &[u8]) -> PerfMap {
-        let mut entries: Vec<PerfMapEntry> = Vec::new();
-        let mut skipped_lines = 0;
-        for line in bytes.split(|&b| b == b'\n') {
-            let line = line.strip_suffix(b"\r").unwrap_or(line);
-            if line.iter().all(u8::is_ascii_whitespace) {
-                continue;
-            }
-            match parse_line(line) {
-                Some(entry) => entries.push(entry),
-                None => skipped_lines += 1,
-            }
-        }
-        let mut map = PerfMap::from_entries(entries);
-        map.skipped_lines = skipped_lines;
-        map
-    }
-
-    /// Builds a map from entries in file order (later entries win overlaps).
-    pub fn from_entries(entries: Vec<PerfMapEntry>) -> PerfMap {
-        let mut names = Vec::with_capacity(entries.len());
-        let mut tagged: Vec<(u64, u64, u32)> = Vec::with_capacity(entries.len());
-        for entry in entries {
-            let index = u32::try_from(names.len()).unwrap_or(u32::MAX);
-            if index == u32::MAX {
-                break;
-            }
-            tagged.push((entry.start, entry.end, index));
-            names.push(entry.name);
-        }
-        // Fast path: JIT maps are usually already disjoint.
-        let mut sorted = tagged.clone();
-        sorted.sort_unstable_by_key(|&(start, end, index)| (start, end, index));
-        if sorted.windows(2).all(|w| w[0].1 <= w[1].0) {
-            return PerfMap {
-                ranges: sorted,
-                names,
-                skipped_lines: 0,
-            };
-        }
-        // Slow path: an interval set that each later line overwrites.
-        let mut covered: std::collections::BTreeMap<u64, (u64, u32)> = Default::default();
-        for &(start, end, index) in &tagged {
-            // Remove or trim everything overlapping [start, end).
-            let overlapping: Vec<u64> = covered
-                .range(..end)
-                .rev()
-                .take_while(|(_, &(e, _))| e > start)
-                .map(|(&s, _)| s)
-                .collect();
-            for s in overlapping {
-                let (e, i) = covered.remove(&s).expect("key just listed");
-                if s < start {
-                    covered.insert(s, (start, i));
-                }
-                if e > end {
-                    covered.insert(end, (e, i));
-                }
-            }
-            covered.insert(start, (end, index));
-        }
-        PerfMap {
-            ranges: covered.into_iter().map(|(s, (e, i))| (s, e, i)).collect(),
-            names,
-            skipped_lines: 0,
-        }
-    }
-
-    /// The symbol covering `address`, if any.
-    pub fn lookup(&self, address: u64) -> Option<&str> {
-        let pos = self
-            .ranges
-            .partition_point(|&(start, _, _)| start <= address);
-        let &(_, end, index) = self.ranges.get(pos.checked_sub(1)?)?;
-        (address < end).then(|| self.names[index as usize].as_str())
-    }
-
-    /// Number of symbols (lines that parsed).
-    pub fn len(&self) -> usize {
-        self.names.len()
-    }
-
-    /// True when no line parsed.
-    pub fn is_empty(&self) -> bool {
-        self.names.is_empty()
-    }
-
-    /// Lines that were neither blank nor `START SIZE NAME`.
-    pub fn skipped_lines(&self) -> usize {
-        self.skipped_lines
+/// `JAVA_TOOL_OPTIONS` with [`LAUNCH_FLAGS`] appended to what the user set.
+pub fn java_tool_options(existing: Option<&str>) -> String {
+    match existing.map(str::trim).filter(|e| !e.is_empty()) {
+        Some(existing) => format!("{existing} {LAUNCH_FLAGS}"),
+        None => LAUNCH_FLAGS.to_owned(),
     }
 }
 
-fn parse_hex(field: &[u8]) -> Option<u64> {
-    let digits = field
-        .strip_prefix(b"0x")
-        .or_else(|| field.strip_prefix(b"0X"))
-        .unwrap_or(field);
-    if digits.is_empty() || digits.len() > 16 {
-        return None;
-    }
-    let text = std::str::from_utf8(digits).ok()?;
-    u64::from_str_radix(text, 16).ok()
-}
-
-fn parse_line(line: &[u8]) -> Option<PerfMapEntry> {
-    let mut rest = line.trim_ascii_start();
-    let mut field = || {
-        let end = rest
-            .iter()
-            .position(u8::is_ascii_whitespace)
-            .unwrap_or(rest.len());
-        let (f, r) = rest.split_at(end);
-        rest = r.trim_ascii_start();
-        f
+/// Reads the perf map of live process `pid`: first inside its own root
+/// (`/proc/PID/root/tmp/perf-NSPID.map`, which is where a containerized
+/// JVM writes it), then the host's `/tmp/perf-PID.map`. Files must be
+/// owned by root, us, or the process's user.
+pub fn find_perf_map(pid: i32) -> Result<LoadedMap, UnsafeFile> {
+    let host_path = format!("/tmp/perf-{pid}.map");
+    let Some(info) = process::process_info(pid) else {
+        // Gone: only the host path can tell.
+        return read_perf_map(
+            Path::new(&host_path),
+            &ReadPolicy::for_target(None, MAX_MAP_BYTES),
+        );
     };
-    let start = parse_hex(field())?;
-    let size = parse_hex(field())?;
-    let name = rest.trim_ascii_end();
-    if name.is_empty() || size == 0 {
-        return None;
+    let policy = ReadPolicy::for_target(Some(info.euid), MAX_MAP_BYTES);
+    match read_perf_map_in_root(
+        &process::root_of(pid),
+        &process::perf_map_path(&info),
+        &policy,
+    ) {
+        Err(e) if e.is_not_found() => read_perf_map(Path::new(&host_path), &policy),
+        other => other,
     }
-    let end = start.checked_add(size)?;
-    let name = &name[..name.len().min(MAX_NAME_BYTES)];
-    Some(PerfMapEntry {
-        start,
-        end,
-        name: String::from_utf8_lossy(name).into_owned(),
-    })
-}
-
-/// Reads and parses a perf map file safely: the final path component must
-/// not be a symlink (opened with `O_NOFOLLOW`), the file must be regular,
-/// and at most [`MAX_MAP_BYTES`] are accepted. The size is checked on the
-/// open descriptor, and reading stops at the limit even if the file grows.
-pub fn read_perf_map(path: &Path) -> Result<PerfMap, ReadMapError> {
-    let io_error = |error| ReadMapError::Io {
-        path: path.to_owned(),
-        error,
-    };
-    let file = open_no_follow(path).map_err(io_error)?;
-    let metadata = file.metadata().map_err(io_error)?;
-    if !metadata.is_file() {
-        return Err(ReadMapError::NotRegularFile {
-            path: path.to_owned(),
-        });
-    }
-    if metadata.len() > MAX_MAP_BYTES {
-        return Err(ReadMapError::TooLarge {
-            path: path.to_owned(),
-            size: metadata.len(),
-            max: MAX_MAP_BYTES,
-        });
-    }
-    let mut bytes = Vec::with_capacity(metadata.len() as usize);
-    file.take(MAX_MAP_BYTES)
-        .read_to_end(&mut bytes)
-        .map_err(io_error)?;
-    Ok(PerfMap::parse(&bytes))
-}
-
-fn open_no_follow(path: &Path) -> io::Result<File> {
-    use std::os::unix::fs::OpenOptionsExt;
-    // O_NOFOLLOW | O_NONBLOCK: no symlink, and a planted FIFO cannot block us.
-    const O_NOFOLLOW: i32 = 0o400000;
-    const O_NONBLOCK: i32 = 0o4000;
-    std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(O_NOFOLLOW | O_NONBLOCK)
-        .open(path)
 }
 
 #[cfg(test)]
@@ -253,52 +63,12 @@ mod tests {
     use super::*;
 
     #[test]
-    fn parses_jdk_and_plain_formats() {
-        let text = b"0x00007f0398ec7a40 0x0000000000000150 long Busy.fib(int)\r\n\
-                     7f0398ec7b90 40 Interpreter\n\
-                     \n\
-                     garbage line\n\
-                     7f0398ec8000 10 Lcom/x/Y$Z;.<init>(I)V\n";
-        let map = PerfMap::parse(text);
-        assert_eq!(map.len(), 3);
-        assert_eq!(map.skipped_lines(), 1);
-        assert_eq!(map.lookup(0x7f0398ec7a40), Some("long Busy.fib(int)"));
-        assert_eq!(map.lookup(0x7f0398ec7b8f), Some("long Busy.fib(int)"));
-        assert_eq!(map.lookup(0x7f0398ec7b90), Some("Interpreter"));
-        assert_eq!(map.lookup(0x7f0398ec7bd0), None);
-        assert_eq!(map.lookup(0x7f0398ec8005), Some("Lcom/x/Y$Z;.<init>(I)V"));
-        assert_eq!(map.lookup(0), None);
-    }
-
-    #[test]
-    fn later_lines_win_overlaps() {
-        let map = PerfMap::parse(b"1000 100 old\n1040 20 new\n10f0 20 tail\n");
-        assert_eq!(map.lookup(0x1000), Some("old"));
-        assert_eq!(map.lookup(0x1045), Some("new"));
-        assert_eq!(map.lookup(0x1060), Some("old"));
-        assert_eq!(map.lookup(0x10f5), Some("tail"));
-        assert_eq!(map.lookup(0x1105), Some("tail"));
-        assert_eq!(map.lookup(0x1110), None);
-    }
-
-    #[test]
-    fn rejects_overflow_and_zero_sizes() {
-        let map = PerfMap::parse(b"ffffffffffffffff 10 wrap\n1000 0 empty\n1000 10\n");
-        assert!(map.is_empty());
-        assert_eq!(map.skipped_lines(), 3);
-    }
-
-    #[test]
-    fn refuses_symlinks() {
-        let dir = std::env::temp_dir().join(format!("jvm-maps-test-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let target = dir.join("target.map");
-        std::fs::write(&target, "1000 10 f\n").unwrap();
-        let link = dir.join("perf-1.map");
-        let _ = std::fs::remove_file(&link);
-        std::os::unix::fs::symlink(&target, &link).unwrap();
-        assert!(read_perf_map(&target).is_ok());
-        assert!(matches!(read_perf_map(&link), Err(ReadMapError::Io { .. })));
-        std::fs::remove_dir_all(&dir).unwrap();
+    fn tool_options_append_to_the_users() {
+        assert_eq!(java_tool_options(None), LAUNCH_FLAGS);
+        assert_eq!(java_tool_options(Some("  ")), LAUNCH_FLAGS);
+        assert_eq!(
+            java_tool_options(Some("-Xmx1g")),
+            format!("-Xmx1g {LAUNCH_FLAGS}")
+        );
     }
 }

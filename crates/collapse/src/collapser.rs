@@ -120,6 +120,10 @@ pub struct CollapseStats {
     pub frames: u64,
     /// Of those, frames without a symbol (`[module]` or `[unknown]`).
     pub unresolved_frames: u64,
+    /// JIT frames (counted per sample), and how many had no perf-map symbol.
+    pub jit_frames: u64,
+    /// JIT frames without a symbol (`[perf-PID.map]`).
+    pub unresolved_jit_frames: u64,
     /// Distinct raw address stacks seen.
     pub distinct_address_stacks: usize,
     /// User callchains cut where they left mapped code (broken frame pointers).
@@ -135,6 +139,8 @@ pub struct Collapsed {
     pub stacks: FoldedStacks,
     /// The counts.
     pub stats: CollapseStats,
+    /// The perf maps used, (pid, file bytes), to keep beside a recording.
+    pub perf_maps: Vec<(i32, Vec<u8>)>,
 }
 
 /// Identity of a stack's root: who was running.
@@ -161,6 +167,7 @@ pub struct Collapser {
     key_buf: Vec<u64>,
     thread_keys: Vec<ThreadKey>,
     thread_key_ids: FxHashMap<ThreadKey, u32>,
+    sampled_pids: hashbrown::HashSet<i32, BuildHasherDefault<FxHasher>>,
     stats: CollapseStats,
 }
 
@@ -176,8 +183,21 @@ impl Collapser {
             key_buf: Vec::new(),
             thread_keys: Vec::new(),
             thread_key_ids: FxHashMap::default(),
+            sampled_pids: Default::default(),
             stats: CollapseStats::default(),
         }
+    }
+
+    /// Processes with samples of the folded event so far, ascending.
+    pub fn sampled_pids(&self) -> Vec<i32> {
+        let mut pids: Vec<i32> = self
+            .sampled_pids
+            .iter()
+            .copied()
+            .filter(|&p| p > 0)
+            .collect();
+        pids.sort_unstable();
+        pids
     }
 
     /// Tells the collapser the build id the recording lists for a path, so
@@ -226,6 +246,7 @@ impl Collapser {
         if weight == 0 {
             return;
         }
+        self.sampled_pids.insert(sample.pid);
         let thread = self.thread_key(sample.pid, sample.tid);
         let version = self.model.freeze_maps(sample.pid);
         self.key_buf.clear();
@@ -334,7 +355,8 @@ impl Collapser {
 
         // 3. Name every distinct frame: interned ids, outermost first.
         let mut folded = FoldedStacks::new();
-        let mut frame_names: Vec<(Vec<FrameId>, bool)> = Vec::with_capacity(frames.len());
+        // Per distinct frame: its ids, whether it is unresolved, whether it is JIT code.
+        let mut frame_names: Vec<(Vec<FrameId>, bool, bool)> = Vec::with_capacity(frames.len());
         let request_index: HashMap<DsoId, usize> = requests
             .iter()
             .enumerate()
@@ -343,7 +365,7 @@ impl Collapser {
         let unknown = folded.intern_name("[unknown]", Annotation::None);
         for &(dso_id, address) in &frames {
             if dso_id == NO_DSO {
-                frame_names.push((vec![unknown], true));
+                frame_names.push((vec![unknown], true, false));
                 continue;
             }
             let dso = dsos.get(dso_id);
@@ -359,9 +381,10 @@ impl Collapser {
                 .ok()
                 .map(|i| &result.names[i][..])
                 .unwrap_or_default();
+            let jit = annotation == Annotation::Jit;
             if names.is_empty() {
                 let id = folded.intern_name(&dso.unresolved_frame_name(), annotation);
-                frame_names.push((vec![id], true));
+                frame_names.push((vec![id], true, jit));
                 continue;
             }
             let mut ids = Vec::with_capacity(names.len());
@@ -392,7 +415,7 @@ impl Collapser {
                     ids.push(folded.intern_name(names::strip_parameters(part), frame_annotation));
                 }
             }
-            frame_names.push((ids, false));
+            frame_names.push((ids, false, jit));
         }
         stats.object_problems = requests
             .iter()
@@ -420,10 +443,13 @@ impl Collapser {
             });
             stack.clear();
             stack.push(root);
-            let mut unresolved = 0u64;
+            let (mut unresolved, mut jit, mut unresolved_jit) = (0u64, 0u64, 0u64);
             for &frame in flat_frames[range].iter().rev() {
-                let (ids, is_unresolved) = &frame_names[frame as usize];
-                unresolved += u64::from(*is_unresolved) * ids.len() as u64;
+                let (ids, is_unresolved, is_jit) = &frame_names[frame as usize];
+                let count = ids.len() as u64;
+                unresolved += u64::from(*is_unresolved) * count;
+                jit += u64::from(*is_jit) * count;
+                unresolved_jit += u64::from(*is_jit && *is_unresolved) * count;
                 stack.extend_from_slice(ids);
             }
             if key.idle {
@@ -450,12 +476,23 @@ impl Collapser {
             }
             stats.frames += samples * (stack.len() as u64 - 1);
             stats.unresolved_frames += samples * unresolved;
+            stats.jit_frames += samples * jit;
+            stats.unresolved_jit_frames += samples * unresolved_jit;
             stats.weight += weight;
             folded.add(&stack, weight);
         }
+        let perf_maps = requests
+            .iter()
+            .zip(results)
+            .filter_map(|((dso, _), result)| match dsos.get(*dso).kind {
+                DsoKind::PerfMap(pid) => Some((pid, result.perf_map?)),
+                _ => None,
+            })
+            .collect();
         Collapsed {
             stacks: folded,
             stats,
+            perf_maps,
         }
     }
 }

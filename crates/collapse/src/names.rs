@@ -16,7 +16,8 @@ pub fn strip_parameters(name: &str) -> &str {
                     let go_method = last_dot_end == Some(i);
                     let anonymous_namespace = name[i..].starts_with("(anonymous namespace)");
                     if !go_method && !anonymous_namespace && i > 0 {
-                        return &name[..i];
+                        // `StubRoutines (1)` → `StubRoutines`, not `StubRoutines `.
+                        return name[..i].trim_end();
                     }
                 }
                 depth += 1;
@@ -67,6 +68,7 @@ mod tests {
             "net/http.(*Client).Do"
         );
         assert_eq!(strip_parameters("do_sendfile"), "do_sendfile");
+        assert_eq!(strip_parameters("StubRoutines (1)"), "StubRoutines");
     }
 
     #[test]

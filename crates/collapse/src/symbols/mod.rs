@@ -15,6 +15,7 @@ use std::sync::OnceLock;
 
 use crate::dso::{Dso, DsoKind};
 use elf::{ElfProblem, ElfSymbols};
+use flamegraph_perf_jvm_maps::{read_perf_map, LoadedMap, ReadPolicy, UnsafeFile, MAX_MAP_BYTES};
 use kallsyms::Kallsyms;
 
 /// Where symbols come from. Defaults match `perf script` on the recording host.
@@ -30,6 +31,14 @@ pub struct SymbolizerOptions {
     pub inline: bool,
     /// Show raw (mangled) C++ and Rust names. Default: `false`.
     pub no_demangle: bool,
+    /// Directories with kept perf maps (`perf-PID.map`), searched first.
+    /// Default: none.
+    pub perf_map_dirs: Vec<PathBuf>,
+    /// The recording is of processes that may still run: their perf maps
+    /// are looked for inside their own root (containers) and may be owned
+    /// by their user. Default: `false` (a pid in an old recording may now
+    /// be another process).
+    pub live_processes: bool,
     /// Kernel release the recording was made on, when known. The vDSO is
     /// symbolized from this process's own copy (as perf does) only when the
     /// recorded build id or, lacking one, this release matches the running
@@ -61,6 +70,8 @@ pub struct ObjectSymbols {
     pub names: Vec<Vec<SymbolName>>,
     /// Why the object gave no symbols, when it did not.
     pub problem: Option<String>,
+    /// For JIT code: the perf map's bytes, to keep beside a recording.
+    pub perf_map: Option<Vec<u8>>,
 }
 
 /// Kernel relocation reference: the symbol named in the kernel map's path
@@ -147,35 +158,28 @@ impl Symbolizer {
                 Ok(symbols) => self.resolve_elf(symbols, addresses),
                 Err(why) => unresolved(addresses, format!("[vdso]: {why}")),
             },
-            DsoKind::PerfMap(_) => {
-                // perf reads maps from the host's /tmp even with --symfs; a
-                // copy kept in symfs (with the recording) takes precedence.
-                let in_symfs = self.host_path(&dso.name);
-                let path = if self.options.symfs.is_some() && !in_symfs.exists() {
-                    PathBuf::from(std::ffi::OsStr::new(&*String::from_utf8_lossy(&dso.name)))
-                } else {
-                    in_symfs
-                };
-                match flamegraph_perf_jvm_maps::read_perf_map(&path) {
-                    Ok(map) => ObjectSymbols {
-                        names: addresses
-                            .iter()
-                            .map(|&a| {
-                                map.lookup(a)
-                                    .map(|name| {
-                                        vec![SymbolName {
-                                            name: name.to_owned(),
-                                            inlined: false,
-                                        }]
-                                    })
-                                    .unwrap_or_default()
-                            })
-                            .collect(),
-                        problem: None,
-                    },
-                    Err(e) => unresolved(addresses, e.to_string()),
-                }
-            }
+            DsoKind::PerfMap(pid) => match self.load_perf_map(pid, &dso.name) {
+                Ok(loaded) => ObjectSymbols {
+                    names: addresses
+                        .iter()
+                        .map(|&a| {
+                            loaded
+                                .map
+                                .lookup(a)
+                                .map(|name| {
+                                    vec![SymbolName {
+                                        name: name.to_owned(),
+                                        inlined: false,
+                                    }]
+                                })
+                                .unwrap_or_default()
+                        })
+                        .collect(),
+                    problem: None,
+                    perf_map: Some(loaded.bytes),
+                },
+                Err(problem) => unresolved(addresses, problem),
+            },
             DsoKind::Other => unresolved(addresses, String::new()),
         }
     }
@@ -239,7 +243,55 @@ impl Symbolizer {
                 })
                 .collect(),
             problem: None,
+            perf_map: None,
         }
+    }
+
+    /// The perf map of process `pid`, from the first place that has one:
+    /// maps kept with the recording, `symfs/tmp`, the live process (inside
+    /// its container root, then the host's /tmp), and `/tmp/perf-PID.map`.
+    /// Files that are not regular, are symlinks, too large, or owned by
+    /// someone else are refused with the reason.
+    fn load_perf_map(&self, pid: i32, name: &[u8]) -> Result<LoadedMap, String> {
+        use std::os::unix::ffi::OsStrExt;
+        let file_name = Path::new(std::ffi::OsStr::from_bytes(name))
+            .file_name()
+            .map(Path::new)
+            .unwrap_or(Path::new("perf.map"))
+            .to_owned();
+        let trusted = ReadPolicy::for_target(None, MAX_MAP_BYTES);
+        let mut not_found = Vec::new();
+        let mut attempt = |result: Result<LoadedMap, UnsafeFile>| match result {
+            Ok(loaded) => Some(Ok(loaded)),
+            Err(e) if e.is_not_found() => {
+                not_found.push(e.to_string());
+                None
+            }
+            Err(e) => Some(Err(e.to_string())),
+        };
+        for dir in &self.options.perf_map_dirs {
+            if let Some(result) = attempt(read_perf_map(&dir.join(&file_name), &trusted)) {
+                return result;
+            }
+        }
+        if self.options.symfs.is_some() {
+            if let Some(result) = attempt(read_perf_map(&self.host_path(name), &trusted)) {
+                return result;
+            }
+        }
+        if self.options.live_processes {
+            if let Some(result) = attempt(flamegraph_perf_jvm_maps::find_perf_map(pid)) {
+                return result;
+            }
+        } else if let Some(result) = attempt(read_perf_map(
+            Path::new(std::ffi::OsStr::from_bytes(name)),
+            &trusted,
+        )) {
+            return result;
+        }
+        Err(not_found
+            .pop()
+            .unwrap_or_else(|| format!("/tmp/perf-{pid}.map: not found")))
     }
 
     fn resolve_elf(&self, symbols: &ElfSymbols, addresses: &[u64]) -> ObjectSymbols {
@@ -269,6 +321,7 @@ impl Symbolizer {
         ObjectSymbols {
             names,
             problem: symbols.is_empty().then(|| "no symbols".to_owned()),
+            perf_map: None,
         }
     }
 
@@ -319,6 +372,7 @@ fn unresolved(addresses: &[u64], problem: String) -> ObjectSymbols {
     ObjectSymbols {
         names: vec![Vec::new(); addresses.len()],
         problem: (!problem.is_empty()).then_some(problem),
+        perf_map: None,
     }
 }
 
