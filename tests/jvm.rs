@@ -348,3 +348,93 @@ fn hostile_perf_maps_are_refused_with_a_warning() {
     assert!(unnamed(&folded) && stderr.contains("over the"), "{stderr}");
     std::fs::remove_dir_all(&dir).ok();
 }
+
+#[test]
+fn jvm_in_its_own_pid_and_mount_namespace_is_attached() {
+    let _lock = exclusive();
+    let Some((java, classes)) = ready() else {
+        return;
+    };
+    let Some(unshare) = which("unshare") else {
+        assert!(
+            !ci_requires_live(),
+            "CI=true: unshare (util-linux) is needed"
+        );
+        eprintln!("skipped: unshare is not installed");
+        return;
+    };
+    // Like a container: its own pid namespace (the JVM is pid 1 there) and
+    // a private /tmp, so its map is /tmp/perf-1.map inside it, not on the host.
+    let private_classes = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("jvm-ns-classes");
+    std::fs::create_dir_all(&private_classes).unwrap();
+    std::fs::copy(
+        classes.join("JitBusy.class"),
+        private_classes.join("JitBusy.class"),
+    )
+    .unwrap();
+    let script = format!(
+        "mount -t tmpfs tmpfs /tmp && exec {} -XX:+PreserveFramePointer -cp {} JitBusy 12",
+        java.display(),
+        private_classes.display()
+    );
+    let mut container = Command::new(unshare)
+        .args([
+            "--pid",
+            "--fork",
+            "--mount",
+            "--mount-proc",
+            "sh",
+            "-c",
+            &script,
+        ])
+        .env_remove("JAVA_TOOL_OPTIONS")
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_secs(3));
+    // The JVM is the process whose innermost pid is 1.
+    let jvm = std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .find(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/status")).is_ok_and(|s| {
+                s.lines().any(|l| {
+                    l.starts_with("NStgid:")
+                        && l.split_whitespace().last() == Some("1")
+                        && l.split_whitespace().count() == 3
+                })
+            }) && std::fs::read_to_string(format!("/proc/{pid}/cmdline"))
+                .is_ok_and(|c| c.contains("JitBusy"))
+        })
+        .expect("the JVM in its namespace");
+    let output = run_ours(&[
+        "-g",
+        "-p",
+        &jvm.to_string(),
+        "--pid",
+        "--folded",
+        "--",
+        "sleep",
+        "2",
+    ]);
+    let _ = container.kill();
+    let _ = Command::new("kill").args(["-9", &jvm.to_string()]).status();
+    let _ = container.wait();
+    let folded = folded_of_output(&output);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("perf map dumped (/tmp/perf-1.map in its root)"),
+        "{stderr}"
+    );
+    assert!(
+        !Path::new(&format!("/tmp/perf-{jvm}.map")).exists(),
+        "nothing written to the host's /tmp"
+    );
+    let (share, samples) = named_share(&folded, jvm);
+    assert!(samples > 100, "{samples}");
+    assert!(
+        share >= 0.6,
+        "{:.0}% named through the container's root",
+        share * 100.0
+    );
+}
