@@ -72,7 +72,12 @@ fn run(args: &Args) -> Result<Completeness> {
     let mut reader = PerfDataReader::open(input)?;
     let info = reader.info().clone();
     let event_index = choose_event(args, &info)?;
-    let mut collapser = Collapser::new(collapse_options(args, event_index)?);
+    let max_stack = info
+        .events
+        .get(event_index)
+        .and_then(|e| e.max_stack)
+        .unwrap_or_else(kernel_max_stack);
+    let mut collapser = Collapser::new(collapse_options(args, event_index, max_stack)?);
     for (path, build_id) in &info.build_ids {
         collapser.add_build_id(path, build_id);
     }
@@ -90,6 +95,15 @@ fn run(args: &Args) -> Result<Completeness> {
     let event_name = &info.events[event_index].name;
     if !args.quiet {
         output::print_summary(input, event_name, &read, &stats);
+    }
+    if let Some(damage) = &read.damage {
+        eprintln!(
+            "flamegraph-perf: warning: {}: damaged at byte {}: {}; the graph is partial ({} samples)",
+            input.display(),
+            damage.offset,
+            damage.what,
+            stats.samples
+        );
     }
     if let Some(why) = &read.stopped_early {
         eprintln!(
@@ -114,7 +128,7 @@ fn run(args: &Args) -> Result<Completeness> {
     }
     let hostname = info.hostname.clone().unwrap_or_else(this_hostname);
     output::write(args, &stacks, &hostname)?;
-    Ok(if read.stopped_early.is_some() {
+    Ok(if read.is_partial() {
         Completeness::Partial
     } else {
         Completeness::Complete
@@ -148,7 +162,7 @@ fn record_live(args: &Args) -> Result<Completeness> {
         output: args.output.clone(),
         duration: None,
     };
-    let mut collapser = Collapser::new(collapse_options(args, 0)?);
+    let mut collapser = Collapser::new(collapse_options(args, 0, kernel_max_stack())?);
     let mut reporter = output::StderrReporter::new(args.quiet);
     let summary = record::record(
         &options,
@@ -266,7 +280,7 @@ fn choose_event(args: &Args, info: &collapse::RecordingInfo) -> Result<usize> {
     Ok(first)
 }
 
-fn collapse_options(args: &Args, event_index: usize) -> Result<CollapseOptions> {
+fn collapse_options(args: &Args, event_index: usize, max_stack: usize) -> Result<CollapseOptions> {
     let idle_filter = if args.keep_idle {
         None
     } else if let Some(pattern) = &args.idle_regex {
@@ -293,7 +307,16 @@ fn collapse_options(args: &Args, event_index: usize) -> Result<CollapseOptions> 
         } else {
             ReturnAddresses::CallSite
         },
+        max_stack,
     })
+}
+
+/// `kernel.perf_event_max_stack` here (127 if unreadable).
+fn kernel_max_stack() -> usize {
+    std::fs::read_to_string("/proc/sys/kernel/perf_event_max_stack")
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(127)
 }
 
 fn this_hostname() -> String {

@@ -242,8 +242,15 @@ pub fn print_summary(input: &Path, event: &str, read: &ReadStats, stats: &Collap
     }
 }
 
-/// ", N of M JIT frames unresolved" when there was JIT code.
+/// ", N of M JIT frames unresolved" when there was JIT code, and how many
+/// stacks the kernel cut at its depth limit.
 fn push_jit_share(line: &mut String, stats: &CollapseStats) {
+    if stats.truncated_stacks > 0 {
+        line.push_str(&format!(
+            ", {} stacks truncated at the depth limit (kernel.perf_event_max_stack)",
+            stats.truncated_stacks
+        ));
+    }
     if stats.jit_frames > 0 {
         line.push_str(&format!(
             ", {} of {} JIT frames unresolved",

@@ -1,6 +1,8 @@
-/* busy SECONDS: main -> outer_loop -> hot_leaf, pure CPU, for SECONDS of
- * wall time. Built by the recorder tests with frame pointers. */
+/* busy SECONDS [NAME]: main -> outer_loop -> hot_leaf, pure CPU, for
+ * SECONDS of wall time; NAME (if given) becomes the thread name (comm).
+ * Built by the recorder tests with frame pointers. */
 #include <stdlib.h>
+#include <sys/prctl.h>
 #include <time.h>
 
 #define FORCE_FRAME() __asm__ volatile("" : : "r"(__builtin_frame_address(0)))
@@ -31,6 +33,8 @@ __attribute__((noinline)) void outer_loop(double seconds)
 
 int main(int argc, char **argv)
 {
+	if (argc > 2)
+		prctl(PR_SET_NAME, argv[2], 0, 0, 0);
 	outer_loop(argc > 1 ? atof(argv[1]) : 1.0);
 	return 0;
 }

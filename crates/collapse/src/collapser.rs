@@ -83,6 +83,10 @@ pub struct CollapseOptions {
     pub idle_filter: Option<IdleFilter>,
     /// How callers' return addresses are looked up. Default: [`ReturnAddresses::CallSite`].
     pub return_addresses: ReturnAddresses,
+    /// The kernel's callchain limit for this recording (`sample_max_stack`,
+    /// or `kernel.perf_event_max_stack`): stacks this deep were cut by the
+    /// kernel and are counted as truncated. Default: 127.
+    pub max_stack: usize,
 }
 
 impl Default for CollapseOptions {
@@ -93,6 +97,7 @@ impl Default for CollapseOptions {
             root: RootFrame::Comm,
             idle_filter: Some(IdleFilter::default()),
             return_addresses: ReturnAddresses::CallSite,
+            max_stack: 127,
         }
     }
 }
@@ -128,6 +133,9 @@ pub struct CollapseStats {
     pub distinct_address_stacks: usize,
     /// User callchains cut where they left mapped code (broken frame pointers).
     pub cut_user_chains: u64,
+    /// Samples whose callchain reached the kernel's depth limit (the
+    /// outermost frames are missing).
+    pub truncated_stacks: u64,
     /// One line per code object that could not be symbolized.
     pub object_problems: Vec<String>,
 }
@@ -253,6 +261,11 @@ impl Collapser {
         self.key_buf
             .push(u64::from(thread) << 32 | u64::from(version));
         let chain = sample.callchain;
+        if chain.len() >= self.options.max_stack
+            && chain.iter().filter(|&&a| a < CONTEXT_MAX).count() >= self.options.max_stack
+        {
+            self.stats.truncated_stacks += 1;
+        }
         if chain.is_empty() || chain[0] < CONTEXT_MAX {
             self.key_buf.push(context_marker(sample.cpu_mode));
         }

@@ -36,16 +36,23 @@ pub struct IdleFilter {
 
 impl Default for IdleFilter {
     fn default() -> IdleFilter {
-        IdleFilter::new(DEFAULT_IDLE_PATTERN).expect("default idle pattern is valid")
+        // Compiled once: regexes share their compiled form when cloned.
+        static DEFAULT: std::sync::OnceLock<IdleFilter> = std::sync::OnceLock::new();
+        DEFAULT
+            .get_or_init(|| IdleFilter::new(DEFAULT_IDLE_PATTERN).expect("default idle pattern is valid"))
+            .clone()
     }
 }
 
 impl IdleFilter {
     /// A filter with `idle_pattern` replacing the default idle set.
     pub fn new(idle_pattern: &str) -> Result<IdleFilter, regex::Error> {
+        static INTERRUPT: std::sync::OnceLock<Regex> = std::sync::OnceLock::new();
         Ok(IdleFilter {
             idle: Regex::new(idle_pattern)?,
-            interrupt: Regex::new(INTERRUPT_ENTRY_PATTERN).expect("interrupt pattern is valid"),
+            interrupt: INTERRUPT
+                .get_or_init(|| Regex::new(INTERRUPT_ENTRY_PATTERN).expect("interrupt pattern is valid"))
+                .clone(),
         })
     }
 

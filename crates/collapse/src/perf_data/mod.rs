@@ -8,7 +8,9 @@
 //! skipped, and a read error ends the stream early with what was read so far.
 
 use std::fs::File;
-use std::io::{self, BufReader, Cursor, Read, Stdin};
+use std::cell::RefCell;
+use std::io::{self, BufReader, Read, Stdin};
+use std::rc::Rc;
 use std::path::{Path, PathBuf};
 
 use linux_perf_data::linux_perf_event_reader::{
@@ -20,10 +22,13 @@ use linux_perf_data::{
 
 use crate::event::{event_from_record, EventSink};
 
-/// File-mode header size (`struct perf_file_header`).
-const FILE_HEADER_SIZE: u64 = 104;
-/// Pipe-mode header size (`struct perf_pipe_file_header`).
-const PIPE_HEADER_SIZE: u64 = 16;
+mod layout;
+mod patched;
+mod pipe;
+
+pub use layout::{inspect, Damage, Layout};
+use patched::Patched;
+use pipe::{PipeGuard, PipeState};
 
 /// Why a recording could not be read at all.
 #[derive(Debug, thiserror::Error)]
@@ -102,6 +107,8 @@ pub struct EventInfo {
     pub frequency: Option<u64>,
     /// Sampling period, when sampling by period.
     pub period: Option<u64>,
+    /// The callchain depth limit the event asked for, when it set one.
+    pub max_stack: Option<usize>,
 }
 
 /// What a recording says about itself.
@@ -173,14 +180,25 @@ pub struct ReadStats {
     pub records: u64,
     /// Records that did not parse and were skipped.
     pub malformed_records: u64,
-    /// Why reading stopped before the end, if it did.
+    /// Where the recording is damaged, if it is: the data before that
+    /// point was read, the rest could not be.
+    pub damage: Option<Damage>,
+    /// The parser's own error, when it stopped early for a reason the
+    /// layout check did not see (e.g. corrupt compressed data).
     pub stopped_early: Option<String>,
 }
 
+impl ReadStats {
+    /// True when the graph shows only part of the recording.
+    pub fn is_partial(&self) -> bool {
+        self.damage.is_some() || self.stopped_early.is_some()
+    }
+}
+
 enum Records {
-    File(PerfRecordIter<Cursor<memmap2::Mmap>>),
-    Bytes(PerfRecordIter<Cursor<Vec<u8>>>),
-    Stdin(PerfRecordIter<BufReader<Stdin>>),
+    File(PerfRecordIter<Patched<memmap2::Mmap>>),
+    Bytes(PerfRecordIter<Patched<Vec<u8>>>),
+    Stdin(PerfRecordIter<PipeGuard<BufReader<Stdin>>>),
 }
 
 /// An open recording, ready to stream.
@@ -188,6 +206,10 @@ pub struct PerfDataReader {
     info: RecordingInfo,
     perf_file: PerfFile,
     records: Records,
+    /// Damage known before reading (from the layout check).
+    damage: Option<Damage>,
+    /// For stdin: what the stream guard saw.
+    pipe_state: Option<Rc<RefCell<PipeState>>>,
 }
 
 impl PerfDataReader {
@@ -198,7 +220,7 @@ impl PerfDataReader {
             error,
         };
         if path == Path::new("-") {
-            let reader = BufReader::with_capacity(1 << 20, io::stdin());
+            let (reader, state) = PipeGuard::new(BufReader::with_capacity(1 << 20, io::stdin()));
             let parsed = PerfFileReader::parse_pipe(reader).map_err(|error| match error {
                 linux_perf_data::Error::IoError(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
                     ReadError::Empty {
@@ -210,12 +232,9 @@ impl PerfDataReader {
                     error,
                 },
             })?;
-            return Ok(PerfDataReader::new(
-                path,
-                true,
-                parsed.perf_file,
-                Records::Stdin(parsed.record_iter),
-            ));
+            let mut reader = PerfDataReader::new(path, true, parsed.perf_file, Records::Stdin(parsed.record_iter));
+            reader.pipe_state = Some(state);
+            return Ok(reader);
         }
         let file = File::open(path).map_err(io_error)?;
         let metadata = file.metadata().map_err(io_error)?;
@@ -249,26 +268,29 @@ impl PerfDataReader {
         Self::parse(path, bytes, Records::Bytes)
     }
 
-    /// Parses an in-memory recording after checking its header.
+    /// Parses an in-memory recording after checking (and where possible
+    /// repairing) its structure.
     fn parse<B: AsRef<[u8]>>(
         path: &Path,
         bytes: B,
-        records: fn(PerfRecordIter<Cursor<B>>) -> Records,
+        records: fn(PerfRecordIter<Patched<B>>) -> Records,
     ) -> Result<PerfDataReader, ReadError> {
-        let pipe_mode = validate_header(path, bytes.as_ref())?;
-        let cursor = Cursor::new(bytes);
-        let parsed = if pipe_mode {
-            PerfFileReader::parse_pipe(cursor)
+        let layout = inspect(path, bytes.as_ref())?;
+        let file = Patched::new(bytes, layout.readable_len, layout.patches);
+        let parsed = if layout.pipe_mode {
+            PerfFileReader::parse_pipe(file)
         } else {
-            PerfFileReader::parse_file(cursor)
+            PerfFileReader::parse_file(file)
         }
         .map_err(|error| parse_error(path, error))?;
-        Ok(PerfDataReader::new(
+        let mut reader = PerfDataReader::new(
             path,
-            pipe_mode,
+            layout.pipe_mode,
             parsed.perf_file,
             records(parsed.record_iter),
-        ))
+        );
+        reader.damage = layout.damage;
+        Ok(reader)
     }
 
     fn new(path: &Path, pipe_mode: bool, perf_file: PerfFile, records: Records) -> PerfDataReader {
@@ -277,6 +299,8 @@ impl PerfDataReader {
             info,
             perf_file,
             records,
+            damage: None,
+            pipe_state: None,
         }
     }
 
@@ -287,11 +311,17 @@ impl PerfDataReader {
 
     /// Streams every record into `sink`, in time order.
     pub fn read_events(&mut self, sink: &mut dyn EventSink) -> ReadStats {
-        match &mut self.records {
+        let mut stats = match &mut self.records {
             Records::File(iter) => stream(&mut self.perf_file, iter, sink),
             Records::Bytes(iter) => stream(&mut self.perf_file, iter, sink),
             Records::Stdin(iter) => stream(&mut self.perf_file, iter, sink),
-        }
+        };
+        stats.damage = self.damage.clone().or_else(|| {
+            self.pipe_state
+                .as_ref()
+                .and_then(|state| state.borrow().damage.clone())
+        });
+        stats
     }
 }
 
@@ -329,105 +359,6 @@ fn stream<R: Read>(
         }
     }
     stats
-}
-
-fn read_u64(bytes: &[u8], offset: usize, big_endian: bool) -> u64 {
-    let raw: [u8; 8] = bytes[offset..offset + 8].try_into().expect("8 bytes");
-    if big_endian {
-        u64::from_be_bytes(raw)
-    } else {
-        u64::from_le_bytes(raw)
-    }
-}
-
-/// Checks magic, header size and every section against the file length, so
-/// the parser never seeks outside the file or allocates for a section that
-/// cannot exist. Returns true for pipe mode.
-fn validate_header(path: &Path, bytes: &[u8]) -> Result<bool, ReadError> {
-    let len = bytes.len() as u64;
-    let corrupt = |offset: u64, what: String| ReadError::Corrupt {
-        path: path.to_owned(),
-        offset,
-        what,
-    };
-    if bytes.len() < 8 || !(&bytes[..8] == b"PERFILE2" || &bytes[..8] == b"2ELIFREP") {
-        let shown = &bytes[..bytes.len().min(8)];
-        return Err(ReadError::NotPerfData {
-            path: path.to_owned(),
-            magic: String::from_utf8_lossy(shown).into_owned(),
-        });
-    }
-    let big_endian = &bytes[..8] == b"2ELIFREP";
-    if bytes.len() < 16 {
-        return Err(corrupt(
-            8,
-            format!("file ends after {len} bytes, inside the header"),
-        ));
-    }
-    let header_size = read_u64(bytes, 8, big_endian);
-    if header_size == PIPE_HEADER_SIZE {
-        return Ok(true);
-    }
-    if header_size != FILE_HEADER_SIZE {
-        return Err(corrupt(
-            8,
-            format!("header size {header_size}, expected {FILE_HEADER_SIZE} (file) or {PIPE_HEADER_SIZE} (pipe)"),
-        ));
-    }
-    if len < FILE_HEADER_SIZE {
-        return Err(corrupt(
-            len,
-            format!("file ends after {len} bytes, inside the {FILE_HEADER_SIZE}-byte header"),
-        ));
-    }
-    let section = |field_offset: usize, name: &str| -> Result<(u64, u64), ReadError> {
-        let offset = read_u64(bytes, field_offset, big_endian);
-        let size = read_u64(bytes, field_offset + 8, big_endian);
-        match offset.checked_add(size) {
-            Some(end) if end <= len => Ok((offset, size)),
-            _ => Err(corrupt(
-                field_offset as u64,
-                format!("{name} section [{offset}, +{size}) lies outside the {len}-byte file"),
-            )),
-        }
-    };
-    let attr_size = read_u64(bytes, 16, big_endian);
-    let (_, attrs_size) = section(24, "attribute")?;
-    let (data_offset, data_size) = section(40, "data")?;
-    section(56, "event types")?;
-    if attr_size == 0 || attr_size > 4096 || attrs_size % attr_size != 0 {
-        return Err(corrupt(16, format!("attribute size {attr_size} does not divide the attribute section ({attrs_size} bytes)")));
-    }
-    if data_size == 0 {
-        return Err(corrupt(
-            40,
-            "the data section is empty (was perf record killed before it finished?)".into(),
-        ));
-    }
-    // Feature section table: one (offset, size) pair per feature bit, right after the data.
-    let feature_bits: u32 = (0..4)
-        .map(|i| read_u64(bytes, 72 + 8 * i, big_endian).count_ones())
-        .sum();
-    let table_start = data_offset + data_size;
-    let table_end = table_start + 16 * u64::from(feature_bits);
-    if table_end > len {
-        return Err(corrupt(
-            table_start,
-            format!("feature section table ({feature_bits} entries) runs past the end of the file"),
-        ));
-    }
-    for i in 0..u64::from(feature_bits) {
-        let at = (table_start + 16 * i) as usize;
-        let offset = read_u64(bytes, at, big_endian);
-        let size = read_u64(bytes, at + 8, big_endian);
-        if offset.checked_add(size).is_none_or(|end| end > len) {
-            return Err(corrupt(
-                at as u64,
-                format!("feature section [{offset}, +{size}) lies outside the {len}-byte file"),
-            ));
-        }
-    }
-    Ok(false)
 }
 
 fn describe(path: &Path, pipe_mode: bool, perf_file: &PerfFile) -> RecordingInfo {
@@ -494,40 +425,13 @@ fn describe_event(attr: &AttributeDescription) -> EventInfo {
             .contains(linux_perf_data::linux_perf_event_reader::SampleFormat::CALLCHAIN),
         frequency,
         period,
+        max_stack: (attributes.sample_max_stack > 0).then_some(usize::from(attributes.sample_max_stack)),
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn header(data_offset: u64, data_size: u64, total: usize) -> Vec<u8> {
-        let mut bytes = vec![0u8; total];
-        bytes[..8].copy_from_slice(b"PERFILE2");
-        bytes[8..16].copy_from_slice(&104u64.to_le_bytes());
-        bytes[16..24].copy_from_slice(&136u64.to_le_bytes());
-        bytes[40..48].copy_from_slice(&data_offset.to_le_bytes());
-        bytes[48..56].copy_from_slice(&data_size.to_le_bytes());
-        bytes
-    }
-
-    #[test]
-    fn rejects_sections_outside_the_file_before_parsing() {
-        let path = Path::new("x.data");
-        // A 104-byte file claiming a huge data section (seen to panic or abort the parser).
-        let bytes = header(104, 1 << 40, 120);
-        let err = validate_header(path, &bytes).unwrap_err();
-        assert!(
-            matches!(err, ReadError::Corrupt { offset: 40, .. }),
-            "{err}"
-        );
-        let bytes = header(u64::MAX - 4, 8, 120);
-        assert!(validate_header(path, &bytes).is_err());
-        let err = validate_header(path, b"hello world, not perf").unwrap_err();
-        assert!(err.to_string().contains("not a perf.data file"), "{err}");
-        let err = validate_header(path, &header(104, 0, 104)).unwrap_err();
-        assert!(err.to_string().contains("data section is empty"), "{err}");
-    }
 
     #[test]
     fn event_names_match_with_and_without_modifiers() {
@@ -539,6 +443,7 @@ mod tests {
                     has_callchain: true,
                     frequency: Some(99),
                     period: None,
+                    max_stack: None,
                 },
                 EventInfo {
                     name: "timer:timer_start".into(),
@@ -546,6 +451,7 @@ mod tests {
                     has_callchain: true,
                     frequency: None,
                     period: Some(1),
+                    max_stack: None,
                 },
             ],
             ..RecordingInfo::default()
