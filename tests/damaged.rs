@@ -14,7 +14,11 @@ fn expected() -> Vec<(String, Option<u64>, Option<u64>)> {
         .lines()
         .map(|line| {
             let fields: Vec<&str> = line.split_whitespace().collect();
-            (fields[0].to_owned(), fields[1].parse().ok(), fields[2].parse().ok())
+            (
+                fields[0].to_owned(),
+                fields[1].parse().ok(),
+                fields[2].parse().ok(),
+            )
         })
         .collect()
 }
@@ -34,17 +38,25 @@ fn damaged_recordings_yield_partial_graphs_with_the_offset() {
                 assert!(stderr.contains(&file), "{file}: names the file: {stderr}");
             }
             (Some(records), Some(offset)) => {
-                assert_eq!(output.status.code(), Some(3), "{file}: partial graph: {stderr}");
+                assert_eq!(
+                    output.status.code(),
+                    Some(3),
+                    "{file}: partial graph: {stderr}"
+                );
                 assert!(
                     stderr.contains(&format!("damaged at byte {offset}:")),
                     "{file}: offset {offset}: {stderr}"
                 );
                 assert!(
-                    stderr.contains(&format!("read the {records} complete records")) || file == "badfeature.data",
+                    stderr.contains(&format!("read the {records} complete records"))
+                        || file == "badfeature.data",
                     "{file}: {records} records: {stderr}"
                 );
                 let folded = parse_folded(&String::from_utf8_lossy(&output.stdout));
-                assert!(total(&folded) > 0, "{file}: a graph from what was recovered");
+                assert!(
+                    total(&folded) > 0,
+                    "{file}: a graph from what was recovered"
+                );
             }
             (Some(_), None) => panic!("{file}: expected.txt lists no damage"),
         }
@@ -74,7 +86,10 @@ fn truncated_recording_keeps_exactly_the_samples_before_the_cut() {
     assert!(total(&partial) * 2 > total(&full), "most of the samples");
     assert!(total(&partial) < total(&full));
     for (stack, count) in &partial {
-        assert!(full.get(stack).is_some_and(|c| c >= count), "{stack} is in the full graph");
+        assert!(
+            full.get(stack).is_some_and(|c| c >= count),
+            "{stack} is in the full graph"
+        );
     }
 }
 

@@ -58,15 +58,23 @@ fn checked_svg(svg: &[u8]) -> Vec<String> {
         },
     )
     .expect("the SVG is well-formed XML");
-    let scripts = document.descendants().filter(|n| n.has_tag_name("script")).count();
+    let scripts = document
+        .descendants()
+        .filter(|n| n.has_tag_name("script"))
+        .count();
     assert_eq!(scripts, 1, "exactly the renderer's own script");
     for node in document.descendants() {
         for attribute in node.attributes() {
-            assert!(!attribute.name().starts_with("on") || attribute.name() == "onload" && node.has_tag_name("svg"));
+            assert!(
+                !attribute.name().starts_with("on")
+                    || attribute.name() == "onload" && node.has_tag_name("svg")
+            );
         }
         if let Some(text) = node.text() {
             assert!(
-                !text.chars().any(|c| c.is_control() && c != '\n' && c != '\t' && c != '\r'),
+                !text
+                    .chars()
+                    .any(|c| c.is_control() && c != '\n' && c != '\t' && c != '\r'),
                 "no control characters in text: {:?}",
                 &text[..text.len().min(80)]
             );
@@ -89,7 +97,14 @@ fn hostile_folded_names_render_to_well_formed_svg() {
         input.extend_from_slice(format!(" {}\n", 10 + i).as_bytes());
     }
     let mut child = binary()
-        .args(["--from-folded", "-", "--minwidth", "0", "--title", "t<\u{1}>"])
+        .args([
+            "--from-folded",
+            "-",
+            "--minwidth",
+            "0",
+            "--title",
+            "t<\u{1}>",
+        ])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -104,12 +119,24 @@ fn hostile_folded_names_render_to_well_formed_svg() {
     };
     let output = child.wait_with_output().unwrap();
     writer.join().unwrap();
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     let titles = checked_svg(&output.stdout);
-    assert!(titles.iter().any(|t| t.contains("<script>alert(1)</script>")), "names kept, escaped");
+    assert!(
+        titles
+            .iter()
+            .any(|t| t.contains("<script>alert(1)</script>")),
+        "names kept, escaped"
+    );
     let longest = titles.iter().map(String::len).max().unwrap();
     assert!(longest < 8192, "megabyte names are capped ({longest})");
-    assert!(titles.iter().any(|t| t.contains('…')), "capped names end in an ellipsis");
+    assert!(
+        titles.iter().any(|t| t.contains('…')),
+        "capped names end in an ellipsis"
+    );
 }
 
 #[test]
@@ -156,7 +183,11 @@ fn hostile_perf_map_names_never_split_frames_or_break_the_svg() {
         jit.join("kallsyms").to_str().unwrap(),
     ]
     .map(String::from);
-    let folded_output = run(&[common.iter().map(String::as_str).collect::<Vec<_>>(), vec!["--folded"]].concat());
+    let folded_output = run(&[
+        common.iter().map(String::as_str).collect::<Vec<_>>(),
+        vec!["--folded"],
+    ]
+    .concat());
     let folded = parse_folded(&String::from_utf8_lossy(&folded_output.stdout));
     // Every JIT stack keeps its depth: no name was split by a `;`.
     let plain = folded_of("jit", &[]);
@@ -166,7 +197,10 @@ fn hostile_perf_map_names_never_split_frames_or_break_the_svg() {
     let svg_output = run(&common.iter().map(String::as_str).collect::<Vec<_>>());
     assert!(svg_output.status.success());
     let titles = checked_svg(&svg_output.stdout);
-    assert!(titles.iter().any(|t| t.starts_with("fn")), "hostile JIT names are drawn");
+    assert!(
+        titles.iter().any(|t| t.starts_with("fn")),
+        "hostile JIT names are drawn"
+    );
     std::fs::remove_dir_all(&dir).ok();
 }
 
@@ -197,7 +231,11 @@ fn hostile_thread_names_from_a_live_recording() {
         .stdin(Stdio::null())
         .output()
         .unwrap();
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     let titles = checked_svg(&output.stdout);
     assert!(
         titles.iter().any(|t| t.starts_with("<i>&:\"]]>")),

@@ -133,10 +133,15 @@ fn truncation_at_every_record_boundary_reads_exactly_the_records_before_it() {
             let result = catch_unwind(AssertUnwindSafe(|| read_records(&bytes[..cut])));
             match result {
                 Err(_) => failures.push(format!("{name}: panic when cut at {cut}")),
-                Ok(Some(stats)) if countable && cut >= records.first().map_or(usize::MAX, |r| r.0) => {
+                Ok(Some(stats))
+                    if countable && cut >= records.first().map_or(usize::MAX, |r| r.0) =>
+                {
                     let expected = expected_records(pipe, &records, cut);
                     if stats.records != expected {
-                        failures.push(format!("{name}: cut at {cut}: read {} records, {expected} were complete", stats.records));
+                        failures.push(format!(
+                            "{name}: cut at {cut}: read {} records, {expected} were complete",
+                            stats.records
+                        ));
                     }
                     // A pipe stream cut between records looks complete; a
                     // file says how long its data is.
@@ -151,7 +156,12 @@ fn truncation_at_every_record_boundary_reads_exactly_the_records_before_it() {
         }
     }
     assert!(cases > 3000, "{cases} truncations");
-    assert!(failures.is_empty(), "{} failures, first: {:#?}", failures.len(), &failures[..failures.len().min(10)]);
+    assert!(
+        failures.is_empty(),
+        "{} failures, first: {:#?}",
+        failures.len(),
+        &failures[..failures.len().min(10)]
+    );
 }
 
 #[test]
@@ -165,7 +175,11 @@ fn bit_flips_and_size_edits_never_panic() {
             let mut mutated = bytes.clone();
             // Flip 1–8 random bits, favouring the header and first records.
             for _ in 0..1 + rng.below(8) {
-                let span = if rng.below(2) == 0 { mutated.len().min(4096) } else { mutated.len() };
+                let span = if rng.below(2) == 0 {
+                    mutated.len().min(4096)
+                } else {
+                    mutated.len()
+                };
                 let at = rng.below(span);
                 mutated[at] ^= 1 << rng.below(8);
             }
@@ -184,12 +198,47 @@ fn bit_flips_and_size_edits_never_panic() {
             };
             mutated[start + 6..start + 8].copy_from_slice(&size.to_le_bytes());
             match catch_unwind(AssertUnwindSafe(|| read(&mutated))) {
-                Err(_) => failures.push(format!("{name}: panic with record size {size} at {start}, round {round}")),
+                Err(_) => failures.push(format!(
+                    "{name}: panic with record size {size} at {start}, round {round}"
+                )),
                 Ok(Some(_)) => opened += 1,
                 Ok(None) => {}
             }
         }
     }
-    assert!(opened > 100, "size edits mostly still open the file ({opened})");
+    assert!(
+        opened > 100,
+        "size edits mostly still open the file ({opened})"
+    );
     assert!(failures.is_empty(), "{failures:#?}");
+}
+
+/// Inputs that crashed, or would crash, an unchecked reader (and anything
+/// the fuzzers ever found) are replayed: in process without a panic, and
+/// through the binary with a clean exit status (0, 2 or 3, never a crash).
+#[test]
+fn fuzz_regressions_stay_fixed() {
+    let dir = root().join("fixtures/fuzz-regressions");
+    let mut replayed = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        if name.ends_with(".sh") || name.ends_with(".md") {
+            continue;
+        }
+        let bytes = std::fs::read(&path).unwrap();
+        assert!(
+            catch_unwind(AssertUnwindSafe(|| read(&bytes))).is_ok(),
+            "{name}: panic"
+        );
+        let output = run(&["-i", path.to_str().unwrap(), "--folded"]);
+        let code = output.status.code();
+        assert!(
+            matches!(code, Some(0 | 2 | 3)),
+            "{name}: exit {code:?}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        replayed += 1;
+    }
+    assert!(replayed >= 5, "{replayed} regression inputs");
 }

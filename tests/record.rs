@@ -146,11 +146,11 @@ fn launched_command_is_sampled_at_99_hz_with_its_call_chain() {
         "2 s at 99 Hz: {samples} samples"
     );
     let hot = weight_where(&folded, |s| {
-        s.starts_with("busy;") && s.ends_with(";main;outer_loop;hot_leaf")
+        s.starts_with("busy;") && s.ends_with(";main;deep;outer_loop;hot_leaf")
     });
     assert!(
         hot * 10 >= total(&folded) * 8,
-        "hot_leaf under main;outer_loop: {hot} of {}",
+        "hot_leaf under main;deep;outer_loop: {hot} of {}",
         total(&folded)
     );
     assert!(stderr.contains("lost 0 of"), "{stderr}");
@@ -507,7 +507,8 @@ fn without_privileges_it_records_user_space_and_says_why() {
     let output = Command::new(setpriv)
         .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
         .arg(&ours)
-        .args(["-g", "--folded", "--"])
+        // More buffer than an unprivileged user may lock: it must shrink.
+        .args(["-g", "-m", "4096", "--folded", "--"])
         .arg(&program)
         .arg("1")
         .current_dir(&dir)
@@ -527,6 +528,11 @@ fn without_privileges_it_records_user_space_and_says_why() {
     assert!(output.status.success(), "{stderr}");
     let folded = folded_stdout(&output);
     assert!(weight_where(&folded, |s| s.ends_with(";outer_loop;hot_leaf")) > 50);
+    assert!(
+        stderr.contains("sample buffers shrunk from 4096")
+            && stderr.contains("perf_event_mlock_kb"),
+        "{stderr}"
+    );
     if paranoid >= 2 {
         assert!(stderr.contains("recording user space only"), "{stderr}");
         assert!(
@@ -578,4 +584,139 @@ fn cpu_list_restricts_sampling_to_those_cpus() {
         "only CPU 0 sampled"
     );
     std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn stacks_cut_at_the_kernel_depth_limit_are_counted() {
+    let _exclusive = exclusive();
+    if !can_record() {
+        return;
+    }
+    let busy = busy().unwrap().to_str().unwrap();
+    let output = record(&["-g", "--folded", "--", busy, "1", "busy", "200"]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("stacks truncated at the depth limit"),
+        "{stderr}"
+    );
+    let shallow = record(&["-g", "--folded", "--", busy, "1"]);
+    assert!(!String::from_utf8_lossy(&shallow.stderr).contains("truncated"));
+}
+
+#[test]
+fn fd_limit_is_raised_for_us_and_kept_for_the_command() {
+    let _exclusive = exclusive();
+    if !can_record() {
+        return;
+    }
+    // A soft limit of 12 fds: too few for one event per CPU and task on
+    // bigger machines; we raise ours, the command still sees 12.
+    let ours = env!("CARGO_BIN_EXE_flamegraph-perf");
+    let output = Command::new("sh")
+        .args([
+            "-c",
+            &format!("ulimit -Sn 12 && exec {ours} -a --folded -- sh -c 'ulimit -Sn'"),
+        ])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    assert!(
+        stderr.lines().any(|l| l.trim() == "12"),
+        "the command's limit: {stderr}"
+    );
+}
+
+/// A program in its own root (a chroot, like a container's file system):
+/// its binary is found inside that root, and a symlink planted inside the
+/// root afterwards cannot redirect symbolization to a file of the host.
+#[test]
+fn binaries_resolve_inside_a_process_root_and_cannot_escape_it() {
+    let _exclusive = exclusive();
+    if !can_record() {
+        return;
+    }
+    let Some(unshare) = which("unshare") else {
+        assert!(
+            !ci_requires_live(),
+            "CI=true: unshare (util-linux) is needed"
+        );
+        eprintln!("skipped: unshare is not installed");
+        return;
+    };
+    let base =
+        PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("croot-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&base);
+    let root_dir = base.join("root");
+    std::fs::create_dir_all(root_dir.join("opt")).unwrap();
+    let built = Command::new("gcc")
+        .args(["-static", "-O1", "-fno-omit-frame-pointer", "-o"])
+        .arg(root_dir.join("opt/busy"))
+        .arg(root().join("tests/programs/busy.c"))
+        .status()
+        .is_ok_and(|s| s.success());
+    if !built {
+        assert!(
+            !ci_requires_live(),
+            "CI=true: static glibc (libc6-dev) is needed"
+        );
+        eprintln!("skipped: cannot link statically");
+        return;
+    }
+    // A decoy on the host with other function names, for the escape attempt.
+    let decoy_dir = base.join("decoy-opt");
+    std::fs::create_dir_all(&decoy_dir).unwrap();
+    let decoy_source = base.join("decoy.c");
+    std::fs::write(
+        &decoy_source,
+        "int decoy_a(void){return 1;} int decoy_b(void){return 2;} int main(void){return decoy_a()+decoy_b();}\n\
+         char decoy_pad[1<<16];\n",
+    )
+    .unwrap();
+    assert!(Command::new("gcc")
+        .args(["-static", "-O0", "-o"])
+        .arg(decoy_dir.join("busy"))
+        .arg(&decoy_source)
+        .status()
+        .unwrap()
+        .success());
+
+    // The program starts inside its root during a system-wide recording, so
+    // the kernel reports its path as seen from there: /opt/busy.
+    let script = format!(
+        "sleep 0.3; exec {} --root={} /opt/busy 4",
+        unshare.display(),
+        root_dir.display()
+    );
+    let mut program = Command::new("sh").args(["-c", &script]).spawn().unwrap();
+    let output = record(&["-a", "-g", "--folded", "--", "sleep", "1.5"]);
+    let folded = folded_stdout(&output);
+    assert!(
+        weight_where(&folded, |s| s.starts_with("busy;")
+            && s.contains(";outer_loop;hot_leaf"))
+            > 50,
+        "named from the binary inside the root: {:?}",
+        folded
+            .keys()
+            .filter(|s| s.starts_with("busy;"))
+            .take(3)
+            .collect::<Vec<_>>()
+    );
+
+    // Now plant an absolute symlink inside the root pointing at the host's
+    // decoy, and record again while the program still runs.
+    std::fs::rename(root_dir.join("opt"), root_dir.join("opt-real")).unwrap();
+    std::os::unix::fs::symlink(&decoy_dir, root_dir.join("opt")).unwrap();
+    let output = record(&["-a", "-g", "--folded", "--", "sleep", "1"]);
+    let _ = program.kill();
+    let _ = Command::new("pkill").args(["-f", "^/opt/busy 4"]).status();
+    let _ = program.wait();
+    let folded = folded_stdout(&output);
+    assert!(
+        !folded.keys().any(|s| s.contains("decoy")),
+        "a symlink inside the root never reaches the host's files"
+    );
+    std::fs::remove_dir_all(&base).ok();
 }

@@ -36,6 +36,9 @@ pub struct Dso {
     pub kind: DsoKind,
     /// GNU build id, when the recording carries one.
     pub build_id: Option<Vec<u8>>,
+    /// A process that mapped it (the first one seen; -1 for the kernel):
+    /// in a live recording its files are read through that process's root.
+    pub pid: i32,
 }
 
 impl Dso {
@@ -58,14 +61,16 @@ impl Dso {
 #[derive(Debug, Default)]
 pub struct Dsos {
     dsos: Vec<Dso>,
-    ids: HashMap<(DsoKind, Vec<u8>), DsoId>,
+    /// (kind, name, build id when it had to tell two files at one path apart).
+    ids: HashMap<(DsoKind, Vec<u8>, Option<Vec<u8>>), DsoId>,
 }
 
 impl Dsos {
     /// The object for a mapping of `path` in process `pid`, classified the
     /// way perf does (`map__new`): anonymous executable memory becomes the
     /// process's perf map, `[vdso]` the vDSO, kernel-mode maps the kernel or
-    /// a module, everything else an ELF file.
+    /// a module, everything else an ELF file. Two files at the same path
+    /// with different build ids (two containers, an upgrade) are two objects.
     pub fn for_mapping(
         &mut self,
         pid: i32,
@@ -74,18 +79,29 @@ impl Dsos {
         build_id: Option<&[u8]>,
     ) -> DsoId {
         let (kind, name) = classify(pid, path, cpu_mode);
-        let key = (kind.clone(), name.clone());
+        let mut key = (kind.clone(), name.clone(), None);
         if let Some(&id) = self.ids.get(&key) {
-            if let (Some(id_bytes), None) = (build_id, &self.dsos[id as usize].build_id) {
-                self.dsos[id as usize].build_id = Some(id_bytes.to_vec());
+            let dso = &mut self.dsos[id as usize];
+            match (build_id, &dso.build_id) {
+                (Some(new), None) => {
+                    dso.build_id = Some(new.to_vec());
+                    return id;
+                }
+                (Some(new), Some(known)) if new != known.as_slice() => {
+                    key.2 = Some(new.to_vec());
+                    if let Some(&other) = self.ids.get(&key) {
+                        return other;
+                    }
+                }
+                _ => return id,
             }
-            return id;
         }
         let id = DsoId::try_from(self.dsos.len()).expect("fewer than 2^32 objects");
         self.dsos.push(Dso {
             name,
             kind,
             build_id: build_id.map(<[u8]>::to_vec),
+            pid,
         });
         self.ids.insert(key, id);
         id
@@ -99,8 +115,7 @@ impl Dsos {
     /// Records a build id from the recording's build-id table for an ELF
     /// object with this path (if such an object exists or appears later).
     pub fn note_build_id(&mut self, path: &[u8], build_id: &[u8]) {
-        let id = self.for_mapping(0, path, CpuMode::User, Some(build_id));
-        self.dsos[id as usize].build_id = Some(build_id.to_vec());
+        self.for_mapping(0, path, CpuMode::User, Some(build_id));
     }
 
     /// The object behind an id.
@@ -210,5 +225,15 @@ mod tests {
         assert_eq!(dsos.get(module).name, b"[nf_conntrack]");
         let vdso = dsos.for_mapping(3, b"[vdso]", CpuMode::User, None);
         assert_eq!(dsos.get(vdso).unresolved_frame_name(), "[vdso]");
+        // The same path with another build id is another file.
+        let a = dsos.for_mapping(5, b"/usr/bin/app", CpuMode::User, Some(b"aaaa"));
+        let b = dsos.for_mapping(6, b"/usr/bin/app", CpuMode::User, Some(b"bbbb"));
+        assert_ne!(a, b);
+        assert_eq!(
+            dsos.for_mapping(7, b"/usr/bin/app", CpuMode::User, Some(b"bbbb")),
+            b
+        );
+        assert_eq!(dsos.for_mapping(7, b"/usr/bin/app", CpuMode::User, None), a);
+        assert_eq!(dsos.get(b).pid, 6);
     }
 }

@@ -39,7 +39,9 @@ impl Default for IdleFilter {
         // Compiled once: regexes share their compiled form when cloned.
         static DEFAULT: std::sync::OnceLock<IdleFilter> = std::sync::OnceLock::new();
         DEFAULT
-            .get_or_init(|| IdleFilter::new(DEFAULT_IDLE_PATTERN).expect("default idle pattern is valid"))
+            .get_or_init(|| {
+                IdleFilter::new(DEFAULT_IDLE_PATTERN).expect("default idle pattern is valid")
+            })
             .clone()
     }
 }
@@ -51,7 +53,9 @@ impl IdleFilter {
         Ok(IdleFilter {
             idle: Regex::new(idle_pattern)?,
             interrupt: INTERRUPT
-                .get_or_init(|| Regex::new(INTERRUPT_ENTRY_PATTERN).expect("interrupt pattern is valid"))
+                .get_or_init(|| {
+                    Regex::new(INTERRUPT_ENTRY_PATTERN).expect("interrupt pattern is valid")
+                })
                 .clone(),
         })
     }

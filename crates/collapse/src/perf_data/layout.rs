@@ -72,23 +72,43 @@ impl Bytes<'_> {
     fn u16(&self, at: u64) -> Option<u16> {
         let at = usize::try_from(at).ok()?;
         let raw: [u8; 2] = self.data.get(at..at.checked_add(2)?)?.try_into().ok()?;
-        Some(if self.big_endian { u16::from_be_bytes(raw) } else { u16::from_le_bytes(raw) })
+        Some(if self.big_endian {
+            u16::from_be_bytes(raw)
+        } else {
+            u16::from_le_bytes(raw)
+        })
     }
     fn u32(&self, at: u64) -> Option<u32> {
         let at = usize::try_from(at).ok()?;
         let raw: [u8; 4] = self.data.get(at..at.checked_add(4)?)?.try_into().ok()?;
-        Some(if self.big_endian { u32::from_be_bytes(raw) } else { u32::from_le_bytes(raw) })
+        Some(if self.big_endian {
+            u32::from_be_bytes(raw)
+        } else {
+            u32::from_le_bytes(raw)
+        })
     }
     fn u64(&self, at: u64) -> Option<u64> {
         let at = usize::try_from(at).ok()?;
         let raw: [u8; 8] = self.data.get(at..at.checked_add(8)?)?.try_into().ok()?;
-        Some(if self.big_endian { u64::from_be_bytes(raw) } else { u64::from_le_bytes(raw) })
+        Some(if self.big_endian {
+            u64::from_be_bytes(raw)
+        } else {
+            u64::from_le_bytes(raw)
+        })
     }
     fn encode_u64(&self, value: u64) -> Vec<u8> {
-        if self.big_endian { value.to_be_bytes().to_vec() } else { value.to_le_bytes().to_vec() }
+        if self.big_endian {
+            value.to_be_bytes().to_vec()
+        } else {
+            value.to_le_bytes().to_vec()
+        }
     }
     fn encode_u32(&self, value: u32) -> Vec<u8> {
-        if self.big_endian { value.to_be_bytes().to_vec() } else { value.to_le_bytes().to_vec() }
+        if self.big_endian {
+            value.to_be_bytes().to_vec()
+        } else {
+            value.to_le_bytes().to_vec()
+        }
     }
     fn len(&self) -> u64 {
         self.data.len() as u64
@@ -120,7 +140,10 @@ pub fn inspect(path: &Path, bytes: &[u8]) -> Result<Layout, ReadError> {
         big_endian: &bytes[..8] == b"2ELIFREP",
     };
     let Some(header_size) = b.u64(8) else {
-        return Err(corrupt(8, format!("file ends after {len} bytes, inside the header")));
+        return Err(corrupt(
+            8,
+            format!("file ends after {len} bytes, inside the header"),
+        ));
     };
     let mut layout = Layout {
         big_endian: b.big_endian,
@@ -184,7 +207,10 @@ pub fn inspect(path: &Path, bytes: &[u8]) -> Result<Layout, ReadError> {
     let data_offset = b.u64(40).unwrap_or(0);
     let data_size = b.u64(48).unwrap_or(0);
     if data_offset < FILE_HEADER_SIZE || data_offset > len {
-        return Err(corrupt(40, format!("data section offset {data_offset} lies outside the {len}-byte file")));
+        return Err(corrupt(
+            40,
+            format!("data section offset {data_offset} lies outside the {len}-byte file"),
+        ));
     }
     let claimed_end = data_offset.checked_add(data_size).filter(|&end| end <= len);
     let (scan_end, early) = match (data_size, claimed_end) {
@@ -207,14 +233,20 @@ pub fn inspect(path: &Path, bytes: &[u8]) -> Result<Layout, ReadError> {
         ),
         (_, Some(end)) => (end, None),
     };
-    let (complete_end, record_damage) = scan_records(&b, data_offset, scan_end, &mut layout.records, false);
+    let (complete_end, record_damage) =
+        scan_records(&b, data_offset, scan_end, &mut layout.records, false);
     let data_damaged = early.is_some() || record_damage.is_some();
     if data_damaged {
-        layout.patches.push((48, b.encode_u64(complete_end - data_offset)));
+        layout
+            .patches
+            .push((48, b.encode_u64(complete_end - data_offset)));
         // Feature sections follow the data; after damage they are gone or garbage.
         layout.patches.push((72, vec![0; 32]));
         layout.damage = record_damage.or(early).map(|d| Damage {
-            what: format!("{}; read the {} complete records before it", d.what, layout.records),
+            what: format!(
+                "{}; read the {} complete records before it",
+                d.what, layout.records
+            ),
             ..d
         });
         layout.patches.sort_by_key(|(offset, _)| *offset);
@@ -226,7 +258,11 @@ pub fn inspect(path: &Path, bytes: &[u8]) -> Result<Layout, ReadError> {
     let mut bits: Vec<u32> = Vec::new();
     for word in 0..4u32 {
         let flags = b.u64(72 + 8 * u64::from(word)).unwrap_or(0);
-        bits.extend((0..64).filter(|bit| flags >> bit & 1 == 1).map(|bit| word * 64 + bit));
+        bits.extend(
+            (0..64)
+                .filter(|bit| flags >> bit & 1 == 1)
+                .map(|bit| word * 64 + bit),
+        );
     }
     let table_end = table_start + 16 * bits.len() as u64;
     if table_end > len {
@@ -252,14 +288,19 @@ pub fn inspect(path: &Path, bytes: &[u8]) -> Result<Layout, ReadError> {
         };
         match problem {
             None => {
-                let entry: [u8; 16] = bytes[at as usize..at as usize + 16].try_into().expect("16 bytes");
+                let entry: [u8; 16] = bytes[at as usize..at as usize + 16]
+                    .try_into()
+                    .expect("16 bytes");
                 kept.push((feature, entry));
             }
             Some(problem) => {
                 if layout.damage.is_none() {
                     layout.damage = Some(Damage {
                         offset: at,
-                        what: format!("feature section {} is corrupt ({problem}); left out", feature_name(feature)),
+                        what: format!(
+                            "feature section {} is corrupt ({problem}); left out",
+                            feature_name(feature)
+                        ),
                     });
                 }
             }
@@ -302,7 +343,13 @@ fn feature_name(feature: u32) -> String {
 
 /// Walks records from `start` to `end`. Returns the end of the last
 /// complete record and the damage that stopped the walk, if any.
-fn scan_records(b: &Bytes<'_>, start: u64, end: u64, records: &mut u64, pipe: bool) -> (u64, Option<Damage>) {
+fn scan_records(
+    b: &Bytes<'_>,
+    start: u64,
+    end: u64,
+    records: &mut u64,
+    pipe: bool,
+) -> (u64, Option<Damage>) {
     let mut at = start;
     while at < end {
         let remaining = end - at;
@@ -322,7 +369,9 @@ fn scan_records(b: &Bytes<'_>, start: u64, end: u64, records: &mut u64, pipe: bo
                 at,
                 Some(Damage {
                     offset: at,
-                    what: format!("record of type {kind} claims {size} bytes (less than its header)"),
+                    what: format!(
+                        "record of type {kind} claims {size} bytes (less than its header)"
+                    ),
                 }),
             );
         }
@@ -337,13 +386,21 @@ fn scan_records(b: &Bytes<'_>, start: u64, end: u64, records: &mut u64, pipe: bo
                 at,
                 Some(Damage {
                     offset: at,
-                    what: format!("record of type {kind} needs {total} bytes but only {remaining} remain"),
+                    what: format!(
+                        "record of type {kind} needs {total} bytes but only {remaining} remain"
+                    ),
                 }),
             );
         }
         if pipe {
             if let Some(problem) = check_pipe_record(b, kind, at, size) {
-                return (at, Some(Damage { offset: at, what: problem }));
+                return (
+                    at,
+                    Some(Damage {
+                        offset: at,
+                        what: problem,
+                    }),
+                );
             }
         }
         if kind != PERF_RECORD_FINISHED_ROUND {
@@ -363,7 +420,9 @@ fn check_pipe_record(b: &Bytes<'_>, kind: u32, at: u64, size: u64) -> Option<Str
             let own_size = u64::from(b.u32(body + 4).unwrap_or(u32::MAX));
             let own_size = if own_size == 0 { 64 } else { own_size };
             if !(64..=body_len).contains(&own_size) || (body_len - own_size) % 8 != 0 {
-                return Some(format!("event attribute record of {body_len} bytes holds an attribute of {own_size}"));
+                return Some(format!(
+                    "event attribute record of {body_len} bytes holds an attribute of {own_size}"
+                ));
             }
             None
         }
@@ -384,9 +443,8 @@ fn check_feature(b: &Bytes<'_>, feature: u32, offset: u64, size: u64) -> Result<
         Ok(after)
     };
     match feature {
-        FEATURE_HOSTNAME | FEATURE_OSRELEASE | FEATURE_VERSION | FEATURE_ARCH | FEATURE_CPUDESC | FEATURE_CPUID => {
-            string_at(offset).map(|_| ())
-        }
+        FEATURE_HOSTNAME | FEATURE_OSRELEASE | FEATURE_VERSION | FEATURE_ARCH | FEATURE_CPUDESC
+        | FEATURE_CPUID => string_at(offset).map(|_| ()),
         FEATURE_CMDLINE => {
             let count = b.u32(offset).ok_or("argument count cut off")?;
             let mut at = offset + 4;
@@ -408,7 +466,9 @@ fn check_feature(b: &Bytes<'_>, feature: u32, offset: u64, size: u64) -> Result<
                 }
                 let own_size = u64::from(b.u32(at + 4).unwrap_or(u32::MAX));
                 if own_size != 0 && !(64..=attr_size).contains(&own_size) {
-                    return Err(format!("an attribute of {own_size} bytes in {attr_size}-byte slots"));
+                    return Err(format!(
+                        "an attribute of {own_size} bytes in {attr_size}-byte slots"
+                    ));
                 }
                 at += attr_size;
                 let ids = u64::from(b.u32(at).ok_or("id count cut off")?);
@@ -432,7 +492,10 @@ fn inspect_pipe(b: &Bytes<'_>, layout: &mut Layout) {
     let (end, damage) = scan_records(b, PIPE_HEADER_SIZE, len, &mut layout.records, true);
     layout.readable_len = end;
     layout.damage = damage.map(|d| Damage {
-        what: format!("{}; read the {} complete records before it", d.what, layout.records),
+        what: format!(
+            "{}; read the {} complete records before it",
+            d.what, layout.records
+        ),
         ..d
     });
     // Feature records: neutralize corrupt contents (the parser allocates by their counts).
@@ -455,7 +518,10 @@ fn inspect_pipe(b: &Bytes<'_>, layout: &mut Layout) {
 
 /// For a HEADER_FEATURE record whose content is corrupt: a patch that
 /// zeroes its leading count or length, which every parsed feature accepts.
-pub(crate) fn neutralize_feature_bytes(record: &[u8], big_endian: bool) -> Option<(usize, Vec<u8>)> {
+pub(crate) fn neutralize_feature_bytes(
+    record: &[u8],
+    big_endian: bool,
+) -> Option<(usize, Vec<u8>)> {
     let b = Bytes {
         data: record,
         big_endian,
@@ -474,7 +540,8 @@ pub(crate) fn neutralize_feature_bytes(record: &[u8], big_endian: bool) -> Optio
 
 fn neutralize_feature_record(b: &Bytes<'_>, at: u64, size: u64) -> Option<(u64, Vec<u8>)> {
     let record = b.data.get(at as usize..(at + size) as usize)?;
-    neutralize_feature_bytes(record, b.big_endian).map(|(offset, bytes)| (at + offset as u64, bytes))
+    neutralize_feature_bytes(record, b.big_endian)
+        .map(|(offset, bytes)| (at + offset as u64, bytes))
 }
 
 #[cfg(test)]
@@ -503,7 +570,10 @@ mod tests {
         let mut bytes = header(104, 0, 120);
         bytes[32..40].copy_from_slice(&(1u64 << 40).to_le_bytes());
         let err = inspect(path, &bytes).unwrap_err();
-        assert!(matches!(err, ReadError::Corrupt { offset: 24, .. }), "{err}");
+        assert!(
+            matches!(err, ReadError::Corrupt { offset: 24, .. }),
+            "{err}"
+        );
         let err = inspect(path, b"hello world, not perf").unwrap_err();
         assert!(err.to_string().contains("not a perf.data file"), "{err}");
         assert!(matches!(inspect(path, b""), Err(ReadError::Empty { .. })));
@@ -542,7 +612,10 @@ mod tests {
             data: &data,
             big_endian: false,
         };
-        assert!(check_feature(&b, FEATURE_EVENT_DESC, 0, 64).is_ok(), "zero events");
+        assert!(
+            check_feature(&b, FEATURE_EVENT_DESC, 0, 64).is_ok(),
+            "zero events"
+        );
         let mut huge = data.clone();
         huge[0..4].copy_from_slice(&u32::MAX.to_le_bytes());
         huge[4..8].copy_from_slice(&136u32.to_le_bytes());

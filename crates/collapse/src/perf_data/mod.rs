@@ -7,11 +7,11 @@
 //! into an [`EventSink`]; a record that does not parse is counted and
 //! skipped, and a read error ends the stream early with what was read so far.
 
-use std::fs::File;
 use std::cell::RefCell;
+use std::fs::File;
 use std::io::{self, BufReader, Read, Stdin};
-use std::rc::Rc;
 use std::path::{Path, PathBuf};
+use std::rc::Rc;
 
 use linux_perf_data::linux_perf_event_reader::{
     PerfEventType, SamplingPolicy, SoftwareCounterType,
@@ -232,7 +232,12 @@ impl PerfDataReader {
                     error,
                 },
             })?;
-            let mut reader = PerfDataReader::new(path, true, parsed.perf_file, Records::Stdin(parsed.record_iter));
+            let mut reader = PerfDataReader::new(
+                path,
+                true,
+                parsed.perf_file,
+                Records::Stdin(parsed.record_iter),
+            );
             reader.pipe_state = Some(state);
             return Ok(reader);
         }
@@ -425,7 +430,8 @@ fn describe_event(attr: &AttributeDescription) -> EventInfo {
             .contains(linux_perf_data::linux_perf_event_reader::SampleFormat::CALLCHAIN),
         frequency,
         period,
-        max_stack: (attributes.sample_max_stack > 0).then_some(usize::from(attributes.sample_max_stack)),
+        max_stack: (attributes.sample_max_stack > 0)
+            .then_some(usize::from(attributes.sample_max_stack)),
     }
 }
 

@@ -41,7 +41,8 @@ impl<B: AsRef<[u8]>> Read for Patched<B> {
             }
             let from = patch_start.max(start);
             let to = patch_end.min(end);
-            buf[from - start..to - start].copy_from_slice(&bytes[from - patch_start..to - patch_start]);
+            buf[from - start..to - start]
+                .copy_from_slice(&bytes[from - patch_start..to - patch_start]);
         }
         self.position += n as u64;
         Ok(n)
@@ -55,7 +56,8 @@ impl<B: AsRef<[u8]>> Seek for Patched<B> {
             SeekFrom::End(delta) => self.len.checked_add_signed(delta),
             SeekFrom::Current(delta) => self.position.checked_add_signed(delta),
         };
-        let target = target.ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "seek before the start"))?;
+        let target = target
+            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "seek before the start"))?;
         self.position = target;
         Ok(target)
     }

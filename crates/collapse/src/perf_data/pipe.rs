@@ -82,7 +82,11 @@ impl<R: Read> PipeGuard<R> {
 
     fn u32_at(&self, bytes: &[u8], at: usize) -> u32 {
         let raw: [u8; 4] = bytes[at..at + 4].try_into().expect("4 bytes");
-        if self.big_endian { u32::from_be_bytes(raw) } else { u32::from_le_bytes(raw) }
+        if self.big_endian {
+            u32::from_be_bytes(raw)
+        } else {
+            u32::from_le_bytes(raw)
+        }
     }
 
     /// Queues the next whole record (or the header), or ends the stream.
@@ -113,23 +117,38 @@ impl<R: Read> PipeGuard<R> {
         }
         let kind = self.u32_at(&head, 0);
         let size_raw: [u8; 2] = head[6..8].try_into().expect("2 bytes");
-        let size = if self.big_endian { u16::from_be_bytes(size_raw) } else { u16::from_le_bytes(size_raw) } as usize;
+        let size = if self.big_endian {
+            u16::from_be_bytes(size_raw)
+        } else {
+            u16::from_le_bytes(size_raw)
+        } as usize;
         if size < head.len() {
-            self.damage(format!("record of type {kind} claims {size} bytes (less than its header)"));
+            self.damage(format!(
+                "record of type {kind} claims {size} bytes (less than its header)"
+            ));
             return Ok(());
         }
         let mut record = vec![0u8; size];
         record[..8].copy_from_slice(&head);
         let got = self.fill(&mut record[8..])?;
         if got < size - 8 {
-            self.damage(format!("the stream ends inside a record of type {kind} ({} of {size} bytes)", got + 8));
+            self.damage(format!(
+                "the stream ends inside a record of type {kind} ({} of {size} bytes)",
+                got + 8
+            ));
             return Ok(());
         }
         if kind == PERF_RECORD_AUXTRACE && size >= 16 {
             let raw: [u8; 8] = record[8..16].try_into().expect("8 bytes");
-            let extra = if self.big_endian { u64::from_be_bytes(raw) } else { u64::from_le_bytes(raw) };
+            let extra = if self.big_endian {
+                u64::from_be_bytes(raw)
+            } else {
+                u64::from_le_bytes(raw)
+            };
             if extra > MAX_AUX_BYTES {
-                self.damage(format!("AUXTRACE record claims {extra} bytes of trace data"));
+                self.damage(format!(
+                    "AUXTRACE record claims {extra} bytes of trace data"
+                ));
                 return Ok(());
             }
             let start = record.len();
@@ -145,7 +164,9 @@ impl<R: Read> PipeGuard<R> {
             let own = if own == 0 { 64 } else { own };
             let body = size - 8;
             if !(64..=body).contains(&own) || (body - own) % 8 != 0 {
-                self.damage(format!("event attribute record of {body} bytes holds an attribute of {own}"));
+                self.damage(format!(
+                    "event attribute record of {body} bytes holds an attribute of {own}"
+                ));
                 return Ok(());
             }
         }

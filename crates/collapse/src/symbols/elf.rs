@@ -82,27 +82,91 @@ impl std::ops::Deref for Bytes {
     }
 }
 
-fn open_elf(path: &Path) -> Result<Bytes, ElfProblem> {
-    let file = File::open(path).map_err(|e| {
+/// The file system an object's recorded path refers to.
+pub enum FileRoot {
+    /// This machine's, under a symfs prefix (`/` without one).
+    Host(PathBuf),
+    /// A live process's root (`/proc/PID/root`, e.g. a container's),
+    /// walked with `openat2(RESOLVE_IN_ROOT)` so that no symlink inside it
+    /// can lead to the host's files.
+    Process {
+        /// An fd of `/proc/PID/root`.
+        root: std::os::fd::OwnedFd,
+        /// `/proc/PID/root`, for messages.
+        shown: PathBuf,
+    },
+}
+
+impl FileRoot {
+    /// Where a recorded absolute path is, for messages.
+    pub fn display(&self, path: &Path) -> PathBuf {
+        let relative = path.strip_prefix("/").unwrap_or(path);
+        match self {
+            FileRoot::Host(root) => root.join(relative),
+            FileRoot::Process { shown, .. } => shown.join(relative),
+        }
+    }
+
+    fn open(&self, path: &Path) -> std::io::Result<File> {
+        match self {
+            FileRoot::Host(_) => File::open(self.display(path)),
+            FileRoot::Process { root, .. } => {
+                flamegraph_perf_jvm_maps::safe_file::open_beneath(root, path, O_RDONLY)
+                    .map(File::from)
+            }
+        }
+    }
+
+    /// Whether paths can be handed to other libraries as they are.
+    fn is_host(&self) -> bool {
+        matches!(self, FileRoot::Host(_))
+    }
+}
+
+/// `O_RDONLY` (0 on Linux).
+const O_RDONLY: i32 = 0;
+
+/// Largest object read into memory when it cannot be mapped safely.
+const MAX_READ_BYTES: u64 = 1 << 30;
+
+/// Opens and maps (or reads) the object at recorded path `path`. Files
+/// that someone other than root could truncate under us are read, not
+/// mapped: truncating a mapped file would crash this process.
+fn open_elf(root: &FileRoot, path: &Path) -> Result<Bytes, ElfProblem> {
+    use std::os::unix::fs::MetadataExt;
+    let shown = root.display(path);
+    let file = root.open(path).map_err(|e| {
         if e.kind() == std::io::ErrorKind::NotFound {
-            ElfProblem::NotFound(path.to_owned())
+            ElfProblem::NotFound(shown.clone())
         } else {
-            ElfProblem::Unreadable(path.to_owned(), e.to_string())
+            ElfProblem::Unreadable(shown.clone(), e.to_string())
         }
     })?;
     let metadata = file
         .metadata()
-        .map_err(|e| ElfProblem::Unreadable(path.to_owned(), e.to_string()))?;
+        .map_err(|e| ElfProblem::Unreadable(shown.clone(), e.to_string()))?;
     if !metadata.is_file() {
-        return Err(ElfProblem::Unreadable(
-            path.to_owned(),
-            "not a regular file".into(),
-        ));
+        return Err(ElfProblem::Unreadable(shown, "not a regular file".into()));
     }
-    // SAFETY: the mapping is read-only; a concurrent truncation by the
-    // file's owner can at worst fault this process, as it can for perf.
+    let others_can_write = metadata.uid() != 0 || metadata.mode() & 0o022 != 0;
+    if others_can_write {
+        if metadata.len() > MAX_READ_BYTES {
+            return Err(ElfProblem::Unreadable(
+                shown,
+                "over 1 GiB and not owned by root".into(),
+            ));
+        }
+        let mut bytes = Vec::with_capacity(metadata.len() as usize);
+        use std::io::Read;
+        file.take(MAX_READ_BYTES)
+            .read_to_end(&mut bytes)
+            .map_err(|e| ElfProblem::Unreadable(shown, e.to_string()))?;
+        return Ok(Bytes::Owned(bytes));
+    }
+    // SAFETY: a read-only mapping of a root-owned file nobody else may
+    // write; see above for the others.
     let map = unsafe { memmap2::Mmap::map(&file) }
-        .map_err(|e| ElfProblem::Unreadable(path.to_owned(), e.to_string()))?;
+        .map_err(|e| ElfProblem::Unreadable(shown, e.to_string()))?;
     Ok(Bytes::Mapped(map))
 }
 
@@ -115,20 +179,18 @@ fn hex(bytes: &[u8]) -> String {
 /// `/usr/lib/debug/<dir>/`, then `/usr/lib/debug/.build-id/xx/rest.debug`.
 fn debug_file_candidates(
     binary: &Path,
-    root: &Path,
     debuglink: Option<&[u8]>,
     build_id: Option<&[u8]>,
 ) -> Vec<PathBuf> {
     let mut candidates = Vec::new();
-    let debug_root = root.join("usr/lib/debug");
+    let debug_root = Path::new("/usr/lib/debug");
     if let (Some(link), Some(dir)) = (debuglink, binary.parent()) {
         if let Ok(link) = std::str::from_utf8(link) {
             if !link.contains('/') && !link.is_empty() {
                 candidates.push(dir.join(link));
                 candidates.push(dir.join(".debug").join(link));
-                if let Ok(relative_dir) = dir.strip_prefix(root) {
-                    candidates.push(debug_root.join(relative_dir).join(link));
-                }
+                let relative_dir = dir.strip_prefix("/").unwrap_or(dir);
+                candidates.push(debug_root.join(relative_dir).join(link));
             }
         }
     }
@@ -146,25 +208,26 @@ fn debug_file_candidates(
 }
 
 impl ElfSymbols {
-    /// Loads the symbols of the ELF file at `path` (already prefixed with
-    /// the symfs `root`). When `expected_build_id` is given, a file with a
-    /// different build id is refused, as perf refuses it. Separate debug
-    /// files under `root` supply `.symtab` when the binary has none.
+    /// Loads the symbols of the ELF file at recorded path `path` in `root`.
+    /// When `expected_build_id` is given, a file with a different build id
+    /// is refused, as perf refuses it. Separate debug files in the same
+    /// root supply `.symtab` when the binary has none.
     pub fn load(
+        root: &FileRoot,
         path: &Path,
-        root: &Path,
         expected_build_id: Option<&[u8]>,
     ) -> Result<ElfSymbols, ElfProblem> {
-        let bytes = open_elf(path)?;
+        let bytes = open_elf(root, path)?;
+        let shown = root.display(path);
         let file = object::File::parse(&*bytes)
-            .map_err(|e| ElfProblem::NotElf(path.to_owned(), e.to_string()))?;
+            .map_err(|e| ElfProblem::NotElf(shown.clone(), e.to_string()))?;
         let build_id = file.build_id().ok().flatten();
         if let (Some(expected), Some(found)) = (expected_build_id, build_id) {
             // Kernels pad MMAP2 build ids with zeros up to 20 bytes.
             let expected_trimmed = &expected[..expected.len().min(found.len())];
             if expected_trimmed != found {
                 return Err(ElfProblem::BuildIdMismatch {
-                    path: path.to_owned(),
+                    path: shown,
                     expected: hex(expected),
                     found: hex(found),
                 });
@@ -174,15 +237,16 @@ impl ElfSymbols {
         let mut symbols = ElfSymbols {
             table: SymbolTable::default(),
             segments,
-            dwarf_file: has_dwarf(&file).then(|| path.to_owned()),
+            // DWARF is read by path; only host paths are safe to hand over.
+            dwarf_file: (root.is_host() && has_dwarf(&file)).then(|| shown.clone()),
         };
         if has_function_symbols(file.symbols()) {
             symbols.table = build_table(&file, &symbols.segments, file.symbols());
             return Ok(symbols);
         }
         let debuglink = file.gnu_debuglink().ok().flatten().map(|(name, _)| name);
-        for candidate in debug_file_candidates(path, root, debuglink, build_id) {
-            let Ok(debug_bytes) = open_elf(&candidate) else {
+        for candidate in debug_file_candidates(path, debuglink, build_id) {
+            let Ok(debug_bytes) = open_elf(root, &candidate) else {
                 continue;
             };
             let Ok(debug_file) = object::File::parse(&*debug_bytes) else {
@@ -194,8 +258,8 @@ impl ElfSymbols {
             }
             if has_function_symbols(debug_file.symbols()) {
                 symbols.table = build_table(&debug_file, &symbols.segments, debug_file.symbols());
-                if has_dwarf(&debug_file) {
-                    symbols.dwarf_file = Some(candidate);
+                if root.is_host() && has_dwarf(&debug_file) {
+                    symbols.dwarf_file = Some(root.display(&candidate));
                 }
                 return Ok(symbols);
             }

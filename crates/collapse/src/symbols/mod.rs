@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 use crate::dso::{Dso, DsoKind};
-use elf::{ElfProblem, ElfSymbols};
+use elf::{ElfProblem, ElfSymbols, FileRoot};
 use flamegraph_perf_jvm_maps::{read_perf_map, LoadedMap, ReadPolicy, UnsafeFile, MAX_MAP_BYTES};
 use kallsyms::Kallsyms;
 
@@ -116,11 +116,30 @@ impl Symbolizer {
         }
     }
 
-    fn root(&self) -> PathBuf {
-        self.options
-            .symfs
-            .clone()
-            .unwrap_or_else(|| PathBuf::from("/"))
+    /// The file system an object of process `pid` is read from: symfs if
+    /// given; for a live recording, the process's own root when it differs
+    /// from ours (a container), walked so nothing inside can reach the host;
+    /// else this machine's.
+    fn file_root(&self, pid: i32) -> FileRoot {
+        if let Some(symfs) = &self.options.symfs {
+            return FileRoot::Host(symfs.clone());
+        }
+        if self.options.live_processes && pid > 0 {
+            let shown = PathBuf::from(format!("/proc/{pid}/root"));
+            let same_as_ours = |a: &Path, b: &Path| {
+                use std::os::unix::fs::MetadataExt;
+                match (std::fs::metadata(a), std::fs::metadata(b)) {
+                    (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
+                    _ => true,
+                }
+            };
+            if !same_as_ours(&shown, Path::new("/")) {
+                if let Ok(root) = flamegraph_perf_jvm_maps::safe_file::open_directory(&shown) {
+                    return FileRoot::Process { root, shown };
+                }
+            }
+        }
+        FileRoot::Host(PathBuf::from("/"))
     }
 
     fn kallsyms(&self) -> &Result<Kallsyms, String> {
@@ -148,8 +167,24 @@ impl Symbolizer {
         match dso.kind {
             DsoKind::Kernel | DsoKind::KernelModule => self.resolve_kernel(addresses),
             DsoKind::Elf => {
-                let path = self.host_path(&dso.name);
-                match ElfSymbols::load(&path, &self.root(), dso.build_id.as_deref()) {
+                use std::os::unix::ffi::OsStrExt;
+                let recorded = dso.name.strip_suffix(b" (deleted)").unwrap_or(&dso.name);
+                let path = Path::new(std::ffi::OsStr::from_bytes(recorded));
+                let root = self.file_root(dso.pid);
+                let mut loaded = ElfSymbols::load(&root, path, dso.build_id.as_deref());
+                // Paths synthesized from /proc/PID/maps of a chroot are
+                // relative to our root, not the process's: fall back to
+                // ours when the file is not inside (as perf does).
+                if matches!(root, FileRoot::Process { .. })
+                    && matches!(loaded, Err(ElfProblem::NotFound(_)))
+                {
+                    loaded = ElfSymbols::load(
+                        &FileRoot::Host(PathBuf::from("/")),
+                        path,
+                        dso.build_id.as_deref(),
+                    );
+                }
+                match loaded {
                     Ok(symbols) => self.resolve_elf(&symbols, addresses),
                     Err(problem) => unresolved(addresses, problem_text(&problem)),
                 }
