@@ -166,7 +166,7 @@ fn bad_inputs_get_one_line_naming_the_file_and_exit_2() {
         (&empty, "empty"),
         (&garbage, "not a perf.data file"),
         (&short, "inside the"),
-        (&huge, "offset 40"),
+        (&huge, "corrupt perf.data at offset"),
         (&missing, "No such file"),
         (&dir, "directory"),
     ] {

@@ -57,12 +57,14 @@ impl Dso {
     }
 }
 
+/// (kind, name, build id when it had to tell two files at one path apart).
+type DsoKey = (DsoKind, Vec<u8>, Option<Vec<u8>>);
+
 /// Registry of code objects, each stored once.
 #[derive(Debug, Default)]
 pub struct Dsos {
     dsos: Vec<Dso>,
-    /// (kind, name, build id when it had to tell two files at one path apart).
-    ids: HashMap<(DsoKind, Vec<u8>, Option<Vec<u8>>), DsoId>,
+    ids: HashMap<DsoKey, DsoId>,
 }
 
 impl Dsos {

@@ -179,7 +179,8 @@ pub fn inspect(path: &Path, bytes: &[u8]) -> Result<Layout, ReadError> {
     };
     let attr_size = b.u64(16).unwrap_or(0);
     let (attrs_offset, attrs_size) = section(24, "attribute")?;
-    if !(64..=4096).contains(&attr_size) || attrs_size % attr_size != 0 || attrs_size == 0 {
+    if !(64..=4096).contains(&attr_size) || !attrs_size.is_multiple_of(attr_size) || attrs_size == 0
+    {
         return Err(corrupt(
             16,
             format!("attribute entry size {attr_size} does not fit the attribute section ({attrs_size} bytes)"),
@@ -379,7 +380,7 @@ fn scan_records(
         if kind == PERF_RECORD_AUXTRACE {
             // The trace data follows the record, and its size is in the body.
             let extra = b.u64(at + RECORD_HEADER).unwrap_or(u64::MAX);
-            total = size.checked_add(extra).unwrap_or(u64::MAX);
+            total = size.saturating_add(extra);
         }
         if total > remaining {
             return (
@@ -419,7 +420,7 @@ fn check_pipe_record(b: &Bytes<'_>, kind: u32, at: u64, size: u64) -> Option<Str
         PERF_RECORD_HEADER_ATTR => {
             let own_size = u64::from(b.u32(body + 4).unwrap_or(u32::MAX));
             let own_size = if own_size == 0 { 64 } else { own_size };
-            if !(64..=body_len).contains(&own_size) || (body_len - own_size) % 8 != 0 {
+            if !(64..=body_len).contains(&own_size) || !(body_len - own_size).is_multiple_of(8) {
                 return Some(format!(
                     "event attribute record of {body_len} bytes holds an attribute of {own_size}"
                 ));

@@ -163,7 +163,7 @@ impl<R: Read> PipeGuard<R> {
             let own = self.u32_at(&record, 12) as usize;
             let own = if own == 0 { 64 } else { own };
             let body = size - 8;
-            if !(64..=body).contains(&own) || (body - own) % 8 != 0 {
+            if !(64..=body).contains(&own) || !(body - own).is_multiple_of(8) {
                 self.damage(format!(
                     "event attribute record of {body} bytes holds an attribute of {own}"
                 ));
