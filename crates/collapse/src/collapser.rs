@@ -10,6 +10,7 @@
 use std::collections::HashMap;
 use std::hash::BuildHasherDefault;
 
+use flamegraph_perf_folded::seq_table::SeqTable;
 use flamegraph_perf_folded::{Annotation, FoldedStacks, FrameId};
 use rayon::prelude::*;
 use rustc_hash::FxHasher;
@@ -171,7 +172,7 @@ pub struct Collapser {
     dsos: Dsos,
     kernel_reference: Option<KernelReference>,
     /// Key: [thread key id << 32 | map version, callchain…] → (samples, weight).
-    stacks: FxHashMap<Box<[u64]>, (u64, u64)>,
+    stacks: SeqTable<u64, (u64, u64)>,
     key_buf: Vec<u64>,
     thread_keys: Vec<ThreadKey>,
     thread_key_ids: FxHashMap<ThreadKey, u32>,
@@ -187,7 +188,7 @@ impl Collapser {
             model: ProcessModel::new(),
             dsos: Dsos::default(),
             kernel_reference: None,
-            stacks: FxHashMap::default(),
+            stacks: SeqTable::new(),
             key_buf: Vec::new(),
             thread_keys: Vec::new(),
             thread_key_ids: FxHashMap::default(),
@@ -274,7 +275,7 @@ impl Collapser {
         } else {
             self.key_buf.extend_from_slice(chain);
         }
-        let counts = self.stacks.entry_ref(&self.key_buf[..]).or_insert((0, 0));
+        let counts = self.stacks.entry(&self.key_buf, || (0, 0));
         counts.0 += 1;
         counts.1 += weight;
     }
@@ -331,12 +332,13 @@ impl Collapser {
             dsos: &dsos,
             kernel_dso,
             call_sites: options.return_addresses == ReturnAddresses::CallSite,
-            frame_ids: FxHashMap::default(),
+            frame_ids: FxHashMap::with_capacity_and_hasher(stacks.len() * 2, Default::default()),
             frames: Vec::new(),
         };
-        let mut flat_frames: Vec<u32> = Vec::new();
+        let total_entries: usize = stacks.iter().map(|(key, _)| key.len()).sum();
+        let mut flat_frames: Vec<u32> = Vec::with_capacity(total_entries);
         let mut resolved_stacks = Vec::with_capacity(stacks.len());
-        for (key, (samples, weight)) in stacks {
+        for (key, &(samples, weight)) in stacks.iter() {
             let thread = (key[0] >> 32) as u32;
             let version = key[0] as u32 as MapVersion;
             let start = flat_frames.len();
@@ -345,6 +347,7 @@ impl Collapser {
             }
             resolved_stacks.push((thread, samples, weight, start..flat_frames.len()));
         }
+        drop(stacks);
         let frames = resolver.frames;
 
         // 2. Symbolize each object's addresses, objects in parallel.
@@ -367,7 +370,10 @@ impl Collapser {
             .collect();
 
         // 3. Name every distinct frame: interned ids, outermost first.
-        let mut folded = FoldedStacks::new();
+        let mut folded = FoldedStacks::with_capacity(
+            resolved_stacks.len(),
+            flat_frames.len() + resolved_stacks.len(),
+        );
         // Per distinct frame: its ids, whether it is unresolved, whether it is JIT code.
         let mut frame_names: Vec<(Vec<FrameId>, bool, bool)> = Vec::with_capacity(frames.len());
         let request_index: HashMap<DsoId, usize> = requests

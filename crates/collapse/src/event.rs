@@ -203,6 +203,15 @@ where
         .map_err(RecordError::Malformed)?;
         return Ok(Some(Event::Lost(Loss::Samples(lost))));
     }
+    if record.record_type == RecordType::SAMPLE {
+        if let Some(fields) = sample_fast(record, callchain_buf) {
+            return Ok(Some(Event::Sample(Sample {
+                event_index: attr_index,
+                callchain: callchain_buf,
+                ..fields
+            })));
+        }
+    }
     let parsed = record.parse().map_err(RecordError::Malformed)?;
     let time = || record.timestamp();
     Ok(Some(match parsed {
@@ -290,6 +299,86 @@ where
         EventRecord::Throttle(_) => Event::Lost(Loss::Throttled),
         _ => return Ok(None),
     }))
+}
+
+/// The common case without the general parser: a native-endian sample in
+/// one piece, without `PERF_SAMPLE_READ` (whose layout varies). The fields
+/// up to the callchain have fixed sizes; the callchain is copied with one
+/// pass over its bytes. `None` means "use the general parser" (also for a
+/// sample too short for what its format promises, which the general parser
+/// then reports).
+/// The sample's fields, with an empty callchain: the chain is in `callchain_buf`.
+fn sample_fast(
+    record: &RawEventRecord<'_>,
+    callchain_buf: &mut Vec<u64>,
+) -> Option<Sample<'static>> {
+    use linux_perf_data::linux_perf_event_reader::{RawData, SampleFormat};
+    let info = &record.parse_info;
+    let native = if cfg!(target_endian = "little") {
+        Endianness::LittleEndian
+    } else {
+        Endianness::BigEndian
+    };
+    let format = info.sample_format;
+    if info.endian != native || format.contains(SampleFormat::READ) {
+        return None;
+    }
+    let RawData::Single(bytes) = record.data else {
+        return None;
+    };
+    let mut at = 0usize;
+    let mut take = |present: bool| -> Option<Option<u64>> {
+        if !present {
+            return Some(None);
+        }
+        let value = u64::from_ne_bytes(bytes.get(at..at + 8)?.try_into().ok()?);
+        at += 8;
+        Some(Some(value))
+    };
+    take(format.contains(SampleFormat::IDENTIFIER))?;
+    let ip = take(format.contains(SampleFormat::IP))?;
+    let tid_word = take(format.contains(SampleFormat::TID))?;
+    let time = take(format.contains(SampleFormat::TIME))?;
+    take(format.contains(SampleFormat::ADDR))?;
+    take(format.contains(SampleFormat::ID))?;
+    take(format.contains(SampleFormat::STREAM_ID))?;
+    let cpu_word = take(format.contains(SampleFormat::CPU))?;
+    let period = take(format.contains(SampleFormat::PERIOD))?;
+    callchain_buf.clear();
+    if format.contains(SampleFormat::CALLCHAIN) {
+        let count = take(true)??;
+        let len = usize::try_from(count).ok()?.checked_mul(8)?;
+        let chain = bytes.get(at..at.checked_add(len)?)?;
+        callchain_buf.extend(
+            chain
+                .chunks_exact(8)
+                .map(|c| u64::from_ne_bytes(c.try_into().expect("8 bytes"))),
+        );
+    }
+    // { u32 pid, tid } and { u32 cpu, res } in memory order.
+    let (pid, tid) = match tid_word {
+        Some(word) => {
+            let raw = word.to_ne_bytes();
+            (
+                i32::from_ne_bytes(raw[..4].try_into().expect("4 bytes")),
+                i32::from_ne_bytes(raw[4..].try_into().expect("4 bytes")),
+            )
+        }
+        None => (-1, -1),
+    };
+    let cpu = cpu_word
+        .map(|word| u32::from_ne_bytes(word.to_ne_bytes()[..4].try_into().expect("4 bytes")));
+    Some(Sample {
+        event_index: 0,
+        pid,
+        tid,
+        time,
+        cpu,
+        period,
+        cpu_mode: RecordCpuMode::from_misc(record.misc).into(),
+        ip,
+        callchain: &[],
+    })
 }
 
 fn copy_into(buf: &mut Vec<u8>, bytes: &[u8]) {

@@ -7,10 +7,14 @@
 //! produced or parsed only at the edges, by [`FoldedStacks::write_folded`] and
 //! [`FoldedStacks::parse`].
 
+pub mod seq_table;
+
 use std::borrow::Cow;
 use std::cmp::Ordering;
 use std::collections::HashMap;
 use std::hash::BuildHasherDefault;
+
+use seq_table::SeqTable;
 
 type FxHashMap<K, V> = HashMap<K, V, BuildHasherDefault<rustc_hash::FxHasher>>;
 use std::fmt;
@@ -143,7 +147,7 @@ pub type FrameId = u32;
 pub struct FoldedStacks {
     frames: Vec<Frame>,
     frame_ids: FxHashMap<Frame, FrameId>,
-    stacks: FxHashMap<Box<[FrameId]>, u64>,
+    stacks: SeqTable<FrameId, u64>,
 }
 
 /// A folded text line that could not be parsed.
@@ -166,6 +170,14 @@ impl FoldedStacks {
     /// An empty set of stacks.
     pub fn new() -> FoldedStacks {
         FoldedStacks::default()
+    }
+
+    /// An empty set with room for `stacks` stacks of `frames` frames in all.
+    pub fn with_capacity(stacks: usize, frames: usize) -> FoldedStacks {
+        FoldedStacks {
+            stacks: SeqTable::with_capacity(stacks, frames),
+            ..FoldedStacks::default()
+        }
     }
 
     /// Interns a frame, returning its id.
@@ -198,11 +210,7 @@ impl FoldedStacks {
         if stack.is_empty() || weight == 0 {
             return;
         }
-        if let Some(w) = self.stacks.get_mut(stack) {
-            *w += weight;
-        } else {
-            self.stacks.insert(stack.into(), weight);
-        }
+        *self.stacks.entry(stack, || 0) += weight;
     }
 
     /// Number of distinct stacks.
@@ -217,12 +225,12 @@ impl FoldedStacks {
 
     /// Sum of all weights.
     pub fn total(&self) -> u64 {
-        self.stacks.values().sum()
+        self.stacks.iter().map(|(_, &w)| w).sum()
     }
 
     /// Stacks with their weights, in no particular order.
     pub fn iter(&self) -> impl Iterator<Item = (&[FrameId], u64)> {
-        self.stacks.iter().map(|(s, &w)| (&s[..], w))
+        self.stacks.iter().map(|(s, &w)| (s, w))
     }
 
     /// Formats one stack as folded text without the count.
@@ -246,13 +254,60 @@ impl FoldedStacks {
     /// separator after it (`;` or the space before the count) does.
     pub fn sorted(&self) -> Vec<(&[FrameId], u64)> {
         let texts: Vec<String> = self.frames.iter().map(Frame::to_string).collect();
+        let mut stacks: Vec<(&[FrameId], u64)> = self.iter().collect();
+        // A line is a sequence of tokens: a frame's text followed by `;`
+        // when more frames follow, by the space before the count when it is
+        // the last. Ranking all tokens once turns line comparison into
+        // comparing rank sequences, sortable by multikey quicksort in time
+        // proportional to the distinguishing prefixes.
+        let mut tokens: Vec<(String, u32, bool)> = Vec::with_capacity(texts.len() * 2);
+        for (id, text) in texts.iter().enumerate() {
+            tokens.push((format!("{text};"), id as u32, false));
+            tokens.push((format!("{text} "), id as u32, true));
+        }
+        tokens.sort_unstable();
+        // Exact unless an ending token is a prefix of another token (a
+        // name with a space that extends another name): then the digits of
+        // the count can decide, so compare whole lines instead.
+        let ambiguous = tokens
+            .windows(2)
+            .any(|w| w[0].2 && w[1].0.starts_with(w[0].0.as_str()));
+        if ambiguous {
+            return self.sorted_by_lines(texts, stacks);
+        }
+        let mut continues = vec![0u32; texts.len()];
+        let mut ends = vec![0u32; texts.len()];
+        for (rank, (_, id, end)) in tokens.iter().enumerate() {
+            let rank = rank as u32 + 1;
+            if *end {
+                ends[*id as usize] = rank;
+            } else {
+                continues[*id as usize] = rank;
+            }
+        }
+        let key = |stack: &[FrameId], depth: usize| -> u32 {
+            match stack.get(depth) {
+                None => 0,
+                Some(&frame) if depth + 1 == stack.len() => ends[frame as usize],
+                Some(&frame) => continues[frame as usize],
+            }
+        };
+        multikey_quicksort(&mut stacks, 0, &key);
+        stacks
+    }
+
+    /// The general comparison, for stacks whose order needs the whole line.
+    fn sorted_by_lines<'s>(
+        &'s self,
+        texts: Vec<String>,
+        mut stacks: Vec<(&'s [FrameId], u64)>,
+    ) -> Vec<(&'s [FrameId], u64)> {
         let mut order: Vec<u32> = (0..texts.len() as u32).collect();
         order.sort_unstable_by(|&a, &b| texts[a as usize].cmp(&texts[b as usize]));
         let mut rank = vec![0u32; texts.len()];
         for (r, &id) in order.iter().enumerate() {
             rank[id as usize] = r as u32;
         }
-        let mut stacks: Vec<(&[FrameId], u64)> = self.iter().collect();
         stacks.sort_unstable_by(|&(a, wa), &(b, wb)| {
             let k = a.iter().zip(b).take_while(|(x, y)| x == y).count();
             let (ta, tb) = match (a.get(k), b.get(k)) {
@@ -273,8 +328,6 @@ impl FoldedStacks {
             if prefix_order != Ordering::Equal {
                 return prefix_order;
             }
-            // A name with a space continues where the other line's count
-            // starts: compare the text lines themselves (rare).
             let line =
                 |stack: &[FrameId], weight: u64| format!("{} {weight}", self.stack_text(stack));
             line(a, wa).cmp(&line(b, wb))
@@ -288,7 +341,7 @@ impl FoldedStacks {
         let mut reversed = FoldedStacks {
             frames: self.frames.clone(),
             frame_ids: self.frame_ids.clone(),
-            stacks: FxHashMap::default(),
+            stacks: SeqTable::new(),
         };
         let mut buf = Vec::new();
         for (stack, weight) in self.iter() {
@@ -356,6 +409,69 @@ impl FoldedStacks {
     }
 }
 
+/// Bentley–Sedgewick multikey quicksort of stacks by `key(stack, depth)`
+/// (0 past the end): a three-way partition on the key at `depth`, then the
+/// equal part continues one level deeper.
+fn multikey_quicksort(
+    items: &mut [(&[FrameId], u64)],
+    mut depth: usize,
+    key: &(impl Fn(&[FrameId], usize) -> u32 + Sync),
+) {
+    let mut items = items;
+    loop {
+        if items.len() <= 12 {
+            items.sort_unstable_by(|a, b| {
+                let mut d = depth;
+                loop {
+                    let (ka, kb) = (key(a.0, d), key(b.0, d));
+                    if ka != kb || ka == 0 {
+                        return ka.cmp(&kb);
+                    }
+                    d += 1;
+                }
+            });
+            return;
+        }
+        let (first, middle, last) = (
+            key(items[0].0, depth),
+            key(items[items.len() / 2].0, depth),
+            key(items[items.len() - 1].0, depth),
+        );
+        let pivot = first.max(middle.min(last)).min(middle.max(last));
+        // Three-way partition: [< pivot][== pivot][> pivot].
+        let (mut lt, mut i, mut gt) = (0, 0, items.len());
+        while i < gt {
+            let k = key(items[i].0, depth);
+            if k < pivot {
+                items.swap(lt, i);
+                lt += 1;
+                i += 1;
+            } else if k > pivot {
+                gt -= 1;
+                items.swap(i, gt);
+            } else {
+                i += 1;
+            }
+        }
+        let (smaller, rest) = items.split_at_mut(lt);
+        let (equal, larger) = rest.split_at_mut(gt - lt);
+        if smaller.len() + larger.len() > 1 << 14 {
+            rayon::join(
+                || multikey_quicksort(smaller, depth, key),
+                || multikey_quicksort(larger, depth, key),
+            );
+        } else {
+            multikey_quicksort(smaller, depth, key);
+            multikey_quicksort(larger, depth, key);
+        }
+        if pivot == 0 {
+            return;
+        }
+        items = equal;
+        depth += 1;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -402,6 +518,7 @@ mod tests {
     fn sorted_matches_sorting_the_text_lines() {
         // Prefix names (`foo` / `foo.isra.0` / `foo bar`), spaces, and
         // stacks that are prefixes of others all sort as their text does.
+        // With names that extend others after a space (`foo 7`): whole lines decide.
         let text = "p;foo 5\np;foo.isra.0;x 3\np;foo;bar 2\np;foo bar 1\np;foo 7;z 4\n\
                     p;fo 9\np 1\nq;a_[k] 2\nq;a;b 3\nq;a 12\np;foo 1;y 6\n";
         let folded = FoldedStacks::parse(text.as_bytes()).unwrap();
@@ -420,6 +537,29 @@ mod tests {
         let reversed = folded.reversed();
         assert!(reversed.to_lines().contains(&"bar;foo;p 2".to_owned()));
         assert_eq!(reversed.total(), folded.total());
+
+        // Without such names: the token-rank sort, on many random stacks.
+        let mut text = String::new();
+        let names = ["a", "ab", "a.isra.0", "b", "a_[k]", "z", "A", "\u{e9}"];
+        let mut state = 12345u64;
+        for i in 0..3000 {
+            let mut line = String::from("root");
+            state = state
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            for d in 0..(state >> 60) as usize + 1 {
+                line.push(';');
+                line.push_str(names[((state >> (d * 3)) & 7) as usize]);
+            }
+            text.push_str(&format!("{line} {}\n", i % 97 + 1));
+        }
+        let folded = FoldedStacks::parse(text.as_bytes()).unwrap();
+        let mut expected: Vec<String> = folded
+            .iter()
+            .map(|(s, w)| format!("{} {w}", folded.stack_text(s)))
+            .collect();
+        expected.sort();
+        assert_eq!(folded.to_lines(), expected);
     }
 
     #[test]

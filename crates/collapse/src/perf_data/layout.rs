@@ -61,6 +61,9 @@ pub struct Layout {
     /// Complete records in the data, not counting FINISHED_ROUND markers
     /// (which the parser consumes itself).
     pub records: u64,
+    /// File mode: where the complete records of the data section are
+    /// (offset, length).
+    pub data_range: Option<(u64, u64)>,
 }
 
 struct Bytes<'a> {
@@ -236,6 +239,7 @@ pub fn inspect(path: &Path, bytes: &[u8]) -> Result<Layout, ReadError> {
     };
     let (complete_end, record_damage) =
         scan_records(&b, data_offset, scan_end, &mut layout.records, false);
+    layout.data_range = Some((data_offset, complete_end - data_offset));
     let data_damaged = early.is_some() || record_damage.is_some();
     if data_damaged {
         layout
