@@ -194,6 +194,10 @@ pub struct Args {
     /// No summary on stderr.
     #[arg(short, long)]
     pub quiet: bool,
+
+    /// Print how long each phase took (open, read, symbolize, render) and the peak memory, on stderr.
+    #[arg(long)]
+    pub timings: bool,
 }
 
 /// `--weight` values.

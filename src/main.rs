@@ -69,7 +69,9 @@ fn run(args: &Args) -> Result<Completeness> {
     {
         bail!("-i reads an existing recording; -a, -p, -o and a command are for recording");
     }
+    let mut timings = output::PhaseTimer::new(args.timings);
     let mut reader = PerfDataReader::open(input)?;
+    timings.phase("open");
     let info = reader.info().clone();
     let event_index = choose_event(args, &info)?;
     let max_stack = info
@@ -77,13 +79,8 @@ fn run(args: &Args) -> Result<Completeness> {
         .get(event_index)
         .and_then(|e| e.max_stack)
         .unwrap_or_else(kernel_max_stack);
-    let mut collapser = Collapser::new(collapse_options(args, event_index, max_stack)?);
-    for (path, build_id) in &info.build_ids {
-        collapser.add_build_id(path, build_id);
-    }
-    let read = reader.read_events(&mut collapser);
     let kept_maps = output::perf_maps_dir(input);
-    let Collapsed { stacks, stats, .. } = collapser.finish(SymbolizerOptions {
+    let symbolizer_options = SymbolizerOptions {
         symfs: args.symfs.clone(),
         kallsyms: args.kallsyms.clone(),
         inline: args.inline,
@@ -91,7 +88,18 @@ fn run(args: &Args) -> Result<Completeness> {
         perf_map_dirs: kept_maps.into_iter().filter(|d| d.is_dir()).collect(),
         live_processes: false,
         recorded_kernel_release: info.os_release.clone(),
-    });
+    };
+    let mut collapser = Collapser::new(collapse_options(args, event_index, max_stack)?);
+    collapser.preload_kernel_symbols(&symbolizer_options);
+    for (path, build_id) in &info.build_ids {
+        collapser.add_build_id(path, build_id);
+    }
+    let read = reader.read_events(&mut collapser);
+    drop(reader);
+    timings.phase("read");
+    let Collapsed { stacks, stats, .. } = collapser.finish(symbolizer_options);
+    timings.phase("symbolize+fold");
+    timings.steps(&stats.steps);
     let event_name = &info.events[event_index].name;
     if !args.quiet {
         output::print_summary(input, event_name, &read, &stats);
@@ -128,6 +136,8 @@ fn run(args: &Args) -> Result<Completeness> {
     }
     let hostname = info.hostname.clone().unwrap_or_else(this_hostname);
     output::write(args, &stacks, &hostname)?;
+    timings.phase("render");
+    timings.finish();
     Ok(if read.is_partial() {
         Completeness::Partial
     } else {

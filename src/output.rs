@@ -320,3 +320,83 @@ extern "C" {
     #[link_name = "geteuid"]
     fn libc_geteuid() -> u32;
 }
+
+/// `--timings`: wall time per phase and the peak RSS, on stderr.
+pub struct PhaseTimer {
+    enabled: bool,
+    start: std::time::Instant,
+    last: std::time::Instant,
+}
+
+impl PhaseTimer {
+    /// A timer that prints only when `enabled`.
+    pub fn new(enabled: bool) -> PhaseTimer {
+        let now = std::time::Instant::now();
+        PhaseTimer {
+            enabled,
+            start: now,
+            last: now,
+        }
+    }
+
+    /// Ends the phase called `name`.
+    pub fn phase(&mut self, name: &str) {
+        if self.enabled {
+            let now = std::time::Instant::now();
+            eprintln!(
+                "flamegraph-perf: timing: {name:<26} {:>8.3} s  (rss {} MiB)",
+                (now - self.last).as_secs_f64(),
+                current_rss_kib() / 1024
+            );
+            self.last = now;
+        }
+    }
+
+    /// Prints the steps inside the last phase.
+    pub fn steps(&self, steps: &[(&str, std::time::Duration)]) {
+        if self.enabled {
+            for (name, took) in steps {
+                eprintln!(
+                    "flamegraph-perf: timing:   {name:<24} {:>8.3} s",
+                    took.as_secs_f64()
+                );
+            }
+        }
+    }
+
+    /// Prints the total and the peak RSS.
+    pub fn finish(&self) {
+        if self.enabled {
+            eprintln!(
+                "flamegraph-perf: timing: {:<26} {:>8.3} s  (peak rss {} MiB)",
+                "total",
+                self.start.elapsed().as_secs_f64(),
+                peak_rss_kib() / 1024
+            );
+        }
+    }
+}
+
+fn status_kib(field: &str) -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            status.lines().find_map(|line| {
+                line.strip_prefix(field)?
+                    .trim()
+                    .trim_end_matches("kB")
+                    .trim()
+                    .parse()
+                    .ok()
+            })
+        })
+        .unwrap_or(0)
+}
+
+fn current_rss_kib() -> u64 {
+    status_kib("VmRSS:")
+}
+
+fn peak_rss_kib() -> u64 {
+    status_kib("VmHWM:")
+}

@@ -20,7 +20,7 @@ use crate::event::{CpuMode, Event, EventSink, Loss, Mmap, Sample};
 use crate::idle::IdleFilter;
 use crate::names;
 use crate::process::{CommId, MapVersion, Mapping, ProcessModel};
-use crate::symbols::{KernelReference, Symbolizer, SymbolizerOptions};
+use crate::symbols::{KernelReference, KernelSymbolsPreload, Symbolizer, SymbolizerOptions};
 
 type FxHashMap<K, V> = hashbrown::HashMap<K, V, BuildHasherDefault<FxHasher>>;
 
@@ -139,6 +139,8 @@ pub struct CollapseStats {
     pub truncated_stacks: u64,
     /// One line per code object that could not be symbolized.
     pub object_problems: Vec<String>,
+    /// Wall time of each step of [`Collapser::finish`], in order.
+    pub steps: Vec<(&'static str, std::time::Duration)>,
 }
 
 /// The result of collapsing: folded stacks and what it took.
@@ -178,6 +180,17 @@ pub struct Collapser {
     thread_key_ids: FxHashMap<ThreadKey, u32>,
     sampled_pids: hashbrown::HashSet<i32, BuildHasherDefault<FxHasher>>,
     stats: CollapseStats,
+    kernel_preload: KernelPreload,
+}
+
+/// Early loading of kernel symbols.
+enum KernelPreload {
+    /// Kernel symbols load when `finish` needs them.
+    Off,
+    /// Start loading these at the first kernel sample.
+    Wanted(Box<SymbolizerOptions>),
+    /// Loading.
+    Started(KernelSymbolsPreload),
 }
 
 impl Collapser {
@@ -194,7 +207,15 @@ impl Collapser {
             thread_key_ids: FxHashMap::default(),
             sampled_pids: Default::default(),
             stats: CollapseStats::default(),
+            kernel_preload: KernelPreload::Off,
         }
+    }
+
+    /// Loads the kernel symbols `options` name on another thread, starting
+    /// at the first kernel sample, so the loading overlaps the reading.
+    /// Recordings without kernel samples never load them.
+    pub fn preload_kernel_symbols(&mut self, options: &SymbolizerOptions) {
+        self.kernel_preload = KernelPreload::Wanted(Box::new(options.clone()));
     }
 
     /// Processes with samples of the folded event so far, ascending.
@@ -256,6 +277,12 @@ impl Collapser {
             return;
         }
         self.sampled_pids.insert(sample.pid);
+        if sample.cpu_mode == CpuMode::Kernel {
+            if let KernelPreload::Wanted(options) = &self.kernel_preload {
+                self.kernel_preload = KernelSymbolsPreload::start(options)
+                    .map_or(KernelPreload::Off, KernelPreload::Started);
+            }
+        }
         let thread = self.thread_key(sample.pid, sample.tid);
         let version = self.model.freeze_maps(sample.pid);
         self.key_buf.clear();
@@ -321,9 +348,11 @@ impl Collapser {
             stacks,
             thread_keys,
             mut stats,
+            kernel_preload,
             ..
         } = self;
         stats.distinct_address_stacks = stacks.len();
+        let mut clock = PhaseClock::new();
 
         // 1. Raw addresses → (object, lookup address), each distinct pair once.
         let kernel_dso = dsos.kernel();
@@ -334,6 +363,7 @@ impl Collapser {
             call_sites: options.return_addresses == ReturnAddresses::CallSite,
             frame_ids: FxHashMap::with_capacity_and_hasher(stacks.len() * 2, Default::default()),
             frames: Vec::new(),
+            cache: vec![CacheEntry::EMPTY; 1 << RESOLVE_CACHE_BITS],
         };
         let total_entries: usize = stacks.iter().map(|(key, _)| key.len()).sum();
         let mut flat_frames: Vec<u32> = Vec::with_capacity(total_entries);
@@ -349,6 +379,7 @@ impl Collapser {
         }
         drop(stacks);
         let frames = resolver.frames;
+        clock.lap(&mut stats, "map addresses to objects");
 
         // 2. Symbolize each object's addresses, objects in parallel.
         let mut by_dso: HashMap<DsoId, Vec<u64>> = HashMap::new();
@@ -364,11 +395,15 @@ impl Collapser {
             addresses.dedup();
         }
         let symbolizer = Symbolizer::new(symbolizer_options, kernel_reference);
+        if let KernelPreload::Started(preload) = kernel_preload {
+            symbolizer.adopt_kernel_symbols(preload);
+        }
         let results: Vec<_> = requests
             .par_iter()
             .map(|(dso, addresses)| symbolizer.resolve(dsos.get(*dso), addresses))
             .collect();
 
+        clock.lap(&mut stats, "symbolize");
         // 3. Name every distinct frame: interned ids, outermost first.
         let mut folded = FoldedStacks::with_capacity(
             resolved_stacks.len(),
@@ -450,6 +485,7 @@ impl Collapser {
             })
             .collect();
 
+        clock.lap(&mut stats, "name frames");
         // 4. Fold: root frame, then frames root-first; idle filter; java tidying.
         let mut root_ids: HashMap<u32, FrameId> = HashMap::new();
         let mut java_tidied: HashMap<FrameId, FrameId> = HashMap::new();
@@ -500,6 +536,7 @@ impl Collapser {
             stats.weight += weight;
             folded.add(&stack, weight);
         }
+        clock.lap(&mut stats, "fold");
         let perf_maps = requests
             .iter()
             .zip(results)
@@ -513,6 +550,21 @@ impl Collapser {
             stats,
             perf_maps,
         }
+    }
+}
+
+/// Times the steps of [`Collapser::finish`] into [`CollapseStats::steps`].
+struct PhaseClock(std::time::Instant);
+
+impl PhaseClock {
+    fn new() -> PhaseClock {
+        PhaseClock(std::time::Instant::now())
+    }
+
+    fn lap(&mut self, stats: &mut CollapseStats, step: &'static str) {
+        let now = std::time::Instant::now();
+        stats.steps.push((step, now - self.0));
+        self.0 = now;
     }
 }
 
@@ -550,6 +602,7 @@ struct FrameResolver<'m> {
     call_sites: bool,
     frame_ids: FxHashMap<(DsoId, u64), u32>,
     frames: Vec<(DsoId, u64)>,
+    cache: Vec<CacheEntry>,
 }
 
 impl FrameResolver<'_> {
@@ -564,7 +617,6 @@ impl FrameResolver<'_> {
     /// Appends the frames of `chain` (leaf first) to `out`. Returns true if
     /// the user part was cut because it left mapped code.
     fn resolve_chain(&mut self, version: MapVersion, chain: &[u64], out: &mut Vec<u32>) -> bool {
-        let maps = self.model.frozen_maps(version);
         let mut context = CONTEXT_USER;
         let mut first_in_context = true;
         let mut user_frames = 0;
@@ -576,57 +628,108 @@ impl FrameResolver<'_> {
                 continue;
             }
             // Callers' entries are return addresses: look up the call itself.
-            let lookup = if first_in_context || !self.call_sites {
-                address
-            } else {
-                address.saturating_sub(1)
-            };
+            let call_site = !first_in_context && self.call_sites;
             first_in_context = false;
             match context {
-                CONTEXT_KERNEL => {
-                    let dso = self
-                        .model
-                        .kernel_maps()
-                        .find(address)
-                        .map(|m| m.dso)
-                        .unwrap_or(self.kernel_dso);
-                    let frame = self.frame(dso, lookup);
-                    out.push(frame);
-                }
+                CONTEXT_KERNEL => out.push(self.cached(KERNEL_SPACE, call_site, address)),
                 CONTEXT_USER => {
                     if cut {
                         continue;
                     }
-                    match maps.find(address) {
-                        Some(map) => {
-                            let relative = match self.dsos.get(map.dso).kind {
-                                DsoKind::Elf | DsoKind::Vdso => {
-                                    map.file_offset(lookup.max(map.start))
-                                }
-                                _ => lookup,
-                            };
-                            let frame = self.frame(map.dso, relative);
-                            out.push(frame);
-                            user_frames += 1;
-                        }
-                        None if user_frames == 0 => {
-                            let frame = self.frame(NO_DSO, 0);
-                            out.push(frame);
+                    match self.cached(version, call_site, address) {
+                        UNMAPPED if user_frames == 0 => {
+                            out.push(self.frame(NO_DSO, 0));
                             user_frames += 1;
                         }
                         // Frame-pointer chains through code built without
                         // frame pointers wander into data: stop there.
-                        None => cut = true,
+                        UNMAPPED => cut = true,
+                        frame => {
+                            out.push(frame);
+                            user_frames += 1;
+                        }
                     }
                 }
-                _ => {
-                    let frame = self.frame(NO_DSO, 0);
-                    out.push(frame);
-                }
+                _ => out.push(self.frame(NO_DSO, 0)),
             }
         }
         cut
     }
+
+    /// [`Self::lookup`] through a direct-mapped cache: a million stacks
+    /// hold tens of millions of addresses but only thousands of distinct
+    /// ones, so most lookups end at one cache line.
+    fn cached(&mut self, space: MapVersion, call_site: bool, address: u64) -> u32 {
+        let tag = (u64::from(space) << 1) | u64::from(call_site);
+        let slot = (address ^ tag.rotate_left(29)).wrapping_mul(0x9e37_79b9_7f4a_7c15)
+            >> (64 - RESOLVE_CACHE_BITS);
+        let entry = &self.cache[slot as usize];
+        if entry.address == address && entry.tag == tag {
+            return entry.frame;
+        }
+        let frame = self.lookup(space, call_site, address);
+        self.cache[slot as usize] = CacheEntry {
+            address,
+            tag,
+            frame,
+        };
+        frame
+    }
+
+    /// The frame of one address in address space `space` (a frozen map
+    /// version, or [`KERNEL_SPACE`]); [`UNMAPPED`] for user addresses
+    /// outside every mapping.
+    fn lookup(&mut self, space: MapVersion, call_site: bool, address: u64) -> u32 {
+        let lookup = if call_site {
+            address.saturating_sub(1)
+        } else {
+            address
+        };
+        if space == KERNEL_SPACE {
+            let dso = self
+                .model
+                .kernel_maps()
+                .find(address)
+                .map(|m| m.dso)
+                .unwrap_or(self.kernel_dso);
+            return self.frame(dso, lookup);
+        }
+        match self.model.frozen_maps(space).find(address) {
+            Some(map) => {
+                let relative = match self.dsos.get(map.dso).kind {
+                    DsoKind::Elf | DsoKind::Vdso => map.file_offset(lookup.max(map.start)),
+                    _ => lookup,
+                };
+                let dso = map.dso;
+                self.frame(dso, relative)
+            }
+            None => UNMAPPED,
+        }
+    }
+}
+
+/// log2 of the number of [`FrameResolver`] cache slots.
+const RESOLVE_CACHE_BITS: u32 = 16;
+/// The address space of kernel addresses in the resolver.
+const KERNEL_SPACE: MapVersion = MapVersion::MAX;
+/// A user address outside every mapping.
+const UNMAPPED: u32 = u32::MAX;
+
+/// One [`FrameResolver`] cache slot.
+#[derive(Clone, Copy)]
+struct CacheEntry {
+    address: u64,
+    /// Address space and lookup mode; `u64::MAX` (never a real tag) when empty.
+    tag: u64,
+    frame: u32,
+}
+
+impl CacheEntry {
+    const EMPTY: CacheEntry = CacheEntry {
+        address: 0,
+        tag: u64::MAX,
+        frame: 0,
+    };
 }
 
 impl EventSink for Collapser {

@@ -74,6 +74,46 @@ pub struct ObjectSymbols {
     pub perf_map: Option<Vec<u8>>,
 }
 
+/// Kernel symbols being loaded on another thread, so reading /proc/kallsyms
+/// (tens of milliseconds) overlaps reading the recording.
+#[derive(Debug)]
+pub struct KernelSymbolsPreload {
+    path: PathBuf,
+    handle: std::thread::JoinHandle<Result<Kallsyms, String>>,
+}
+
+impl KernelSymbolsPreload {
+    /// Starts loading the kernel symbols `options` name; `None` if no
+    /// thread could be started (they are then loaded when needed).
+    pub fn start(options: &SymbolizerOptions) -> Option<KernelSymbolsPreload> {
+        let path = kallsyms_path(options);
+        let thread_path = path.clone();
+        let handle = std::thread::Builder::new()
+            .name("kallsyms".into())
+            .spawn(move || load_kallsyms(&thread_path))
+            .ok()?;
+        Some(KernelSymbolsPreload { path, handle })
+    }
+}
+
+fn kallsyms_path(options: &SymbolizerOptions) -> PathBuf {
+    options
+        .kallsyms
+        .clone()
+        .unwrap_or_else(|| PathBuf::from("/proc/kallsyms"))
+}
+
+fn load_kallsyms(path: &Path) -> Result<Kallsyms, String> {
+    let text = read_bounded(path, kallsyms::MAX_KALLSYMS_BYTES)
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    Kallsyms::parse(&text).ok_or_else(|| {
+        format!(
+            "{}: no kernel addresses (kptr_restrict?); kernel frames stay unresolved",
+            path.display()
+        )
+    })
+}
+
 /// Kernel relocation reference: the symbol named in the kernel map's path
 /// (`[kernel.kallsyms]_text` → `_text`) and its address at record time.
 #[derive(Clone, Debug)]
@@ -143,21 +183,18 @@ impl Symbolizer {
     }
 
     fn kallsyms(&self) -> &Result<Kallsyms, String> {
-        self.kallsyms.get_or_init(|| {
-            let path = self
-                .options
-                .kallsyms
-                .clone()
-                .unwrap_or_else(|| PathBuf::from("/proc/kallsyms"));
-            let text = read_bounded(&path, kallsyms::MAX_KALLSYMS_BYTES)
-                .map_err(|e| format!("{}: {e}", path.display()))?;
-            Kallsyms::parse(&text).ok_or_else(|| {
-                format!(
-                    "{}: no kernel addresses (kptr_restrict?); kernel frames stay unresolved",
-                    path.display()
-                )
-            })
-        })
+        self.kallsyms
+            .get_or_init(|| load_kallsyms(&kallsyms_path(&self.options)))
+    }
+
+    /// Uses kernel symbols loaded ahead of time, if they came from the
+    /// file these options name.
+    pub fn adopt_kernel_symbols(&self, preload: KernelSymbolsPreload) {
+        if preload.path == kallsyms_path(&self.options) {
+            if let Ok(loaded) = preload.handle.join() {
+                let _ = self.kallsyms.set(loaded);
+            }
+        }
     }
 
     /// Resolves sorted, distinct `addresses` in `dso`. Addresses are what
