@@ -34,13 +34,19 @@ enum AttrLookup {
     ByIdentifier(bool, HashMap<u64, usize>),
 }
 
+/// How far the walk gets past the oldest record it still needs before it
+/// gives the bytes behind that record back.
+const RELEASE_EVERY: usize = 16 << 20;
+
 /// Walks `data` (the data section, complete records only) when it can;
 /// `None` when the file needs the general reader (compressed or AUXTRACE
-/// records, another byte order).
+/// records, another byte order). Stretches of `data` no longer needed go
+/// to `release`.
 pub fn stream(
     data: &[u8],
     attributes: &[AttributeDescription],
     sink: &mut dyn EventSink,
+    release: &dyn Fn(std::ops::Range<usize>),
 ) -> Option<ReadStats> {
     if cfg!(target_endian = "big") || attributes.is_empty() {
         return None;
@@ -59,6 +65,7 @@ pub fn stream(
     let mut previous_max: (Option<u64>, usize) = (None, 0);
     let mut current_max: (Option<u64>, usize) = (None, 0);
     let mut at = 0usize;
+    let mut released = 0usize;
     let mut deliver = |entries: &mut Vec<(Option<u64>, usize, Option<usize>)>,
                        stats: &mut ReadStats| {
         for &(_, offset, attr) in entries.iter() {
@@ -92,6 +99,12 @@ pub fn stream(
                 ready.extend(pending.drain(..split));
                 deliver(&mut ready, &mut stats);
                 previous_max = current_max;
+                let oldest = pending.iter().map(|&(_, offset, _)| offset).min();
+                let needed_from = oldest.unwrap_or(at);
+                if needed_from >= released + RELEASE_EVERY {
+                    release(released..needed_from);
+                    released = needed_from;
+                }
             }
             _ => {
                 let (time, attr) = if kind >= 64 {

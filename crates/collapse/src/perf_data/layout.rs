@@ -69,7 +69,12 @@ pub struct Layout {
 struct Bytes<'a> {
     data: &'a [u8],
     big_endian: bool,
+    /// Gives back the memory of a range the scan is done with.
+    release: &'a dyn Fn(std::ops::Range<usize>),
 }
+
+/// How much of the data the record scan walks between releases.
+const RELEASE_EVERY: u64 = 16 << 20;
 
 impl Bytes<'_> {
     fn u16(&self, at: u64) -> Option<u16> {
@@ -120,6 +125,16 @@ impl Bytes<'_> {
 
 /// Checks `bytes` (the whole file) and returns its layout and repairs.
 pub fn inspect(path: &Path, bytes: &[u8]) -> Result<Layout, ReadError> {
+    inspect_releasing(path, bytes, &|_| {})
+}
+
+/// [`inspect`], calling `release` with each stretch of the data section
+/// the record scan has passed, so a mapped file need not stay resident.
+pub fn inspect_releasing(
+    path: &Path,
+    bytes: &[u8],
+    release: &dyn Fn(std::ops::Range<usize>),
+) -> Result<Layout, ReadError> {
     let len = bytes.len() as u64;
     let corrupt = |offset: u64, what: String| ReadError::Corrupt {
         path: path.to_owned(),
@@ -141,6 +156,7 @@ pub fn inspect(path: &Path, bytes: &[u8]) -> Result<Layout, ReadError> {
     let b = Bytes {
         data: bytes,
         big_endian: &bytes[..8] == b"2ELIFREP",
+        release,
     };
     let Some(header_size) = b.u64(8) else {
         return Err(corrupt(
@@ -356,7 +372,14 @@ fn scan_records(
     pipe: bool,
 ) -> (u64, Option<Damage>) {
     let mut at = start;
+    let mut released = start;
     while at < end {
+        if at - released >= RELEASE_EVERY {
+            if let (Ok(from), Ok(to)) = (usize::try_from(released), usize::try_from(at)) {
+                (b.release)(from..to);
+            }
+            released = at;
+        }
         let remaining = end - at;
         if remaining < RECORD_HEADER {
             return (
@@ -530,6 +553,7 @@ pub(crate) fn neutralize_feature_bytes(
     let b = Bytes {
         data: record,
         big_endian,
+        release: &|_| {},
     };
     let size = record.len() as u64;
     if size < 16 {
@@ -616,6 +640,7 @@ mod tests {
         let b = Bytes {
             data: &data,
             big_endian: false,
+            release: &|_| {},
         };
         assert!(
             check_feature(&b, FEATURE_EVENT_DESC, 0, 64).is_ok(),
@@ -627,6 +652,7 @@ mod tests {
         let b = Bytes {
             data: &huge,
             big_endian: false,
+            release: &|_| {},
         };
         assert!(check_feature(&b, FEATURE_EVENT_DESC, 0, 64).is_err());
         assert!(check_feature(&b, FEATURE_CMDLINE, 0, 64).is_err());

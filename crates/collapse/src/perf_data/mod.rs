@@ -27,7 +27,7 @@ mod layout;
 mod patched;
 mod pipe;
 
-pub use layout::{inspect, Damage, Layout};
+pub use layout::{inspect, inspect_releasing, Damage, Layout};
 use patched::Patched;
 use pipe::{PipeGuard, PipeState};
 
@@ -196,6 +196,36 @@ impl ReadStats {
     }
 }
 
+/// The bytes of a recording, which can give back the memory of parts
+/// already read.
+trait RecordingBytes: AsRef<[u8]> {
+    /// Drops `range` from this process's resident memory where that is
+    /// free: the bytes stay readable. Default: keeps everything.
+    fn release(&self, range: std::ops::Range<usize>) {
+        let _ = range;
+    }
+}
+
+impl RecordingBytes for Vec<u8> {}
+
+impl RecordingBytes for memmap2::Mmap {
+    /// A read-only file mapping reads released pages back from the page
+    /// cache on the next access, so a gigabyte recording costs resident
+    /// memory only for the stretch being read, not for the whole file.
+    fn release(&self, range: std::ops::Range<usize>) {
+        const PAGE: usize = 4096;
+        let start = range.start.div_ceil(PAGE) * PAGE;
+        let end = range.end.min(self.len()) / PAGE * PAGE;
+        if start < end {
+            // SAFETY: the mapping is private and read-only, so MADV_DONTNEED
+            // discards no data: later reads see the file's bytes again.
+            let _ = unsafe {
+                self.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, start, end - start)
+            };
+        }
+    }
+}
+
 /// Bytes shared between the parser (through [`Patched`]) and the direct walker.
 #[derive(Clone)]
 struct Shared<B>(std::sync::Arc<B>);
@@ -208,7 +238,7 @@ impl<B: AsRef<[u8]>> AsRef<[u8]> for Shared<B> {
 
 /// The bytes of a file-mode recording plus the range of its data section
 /// that holds only complete records.
-type DirectData = (std::sync::Arc<dyn AsRef<[u8]>>, std::ops::Range<usize>);
+type DirectData = (std::sync::Arc<dyn RecordingBytes>, std::ops::Range<usize>);
 
 enum Records {
     File(PerfRecordIter<Patched<Shared<memmap2::Mmap>>>),
@@ -292,15 +322,15 @@ impl PerfDataReader {
 
     /// Parses an in-memory recording after checking (and where possible
     /// repairing) its structure.
-    fn parse<B: AsRef<[u8]> + 'static>(
+    fn parse<B: RecordingBytes + 'static>(
         path: &Path,
         bytes: Shared<B>,
         records: fn(PerfRecordIter<Patched<Shared<B>>>) -> Records,
     ) -> Result<PerfDataReader, ReadError> {
-        let layout = inspect(path, bytes.as_ref())?;
+        let layout = inspect_releasing(path, bytes.as_ref(), &|range| bytes.0.release(range))?;
         let direct = layout.data_range.and_then(|(offset, len)| {
             let start = usize::try_from(offset).ok()?;
-            let shared: std::sync::Arc<dyn AsRef<[u8]>> = bytes.0.clone();
+            let shared: std::sync::Arc<dyn RecordingBytes> = bytes.0.clone();
             Some((shared, start..start + usize::try_from(len).ok()?))
         });
         let file = Patched::new(bytes, layout.readable_len, layout.patches);
@@ -341,8 +371,10 @@ impl PerfDataReader {
     /// Streams every record into `sink`, in time order.
     pub fn read_events(&mut self, sink: &mut dyn EventSink) -> ReadStats {
         let direct = self.direct.take().and_then(|(bytes, range)| {
+            let start = range.start;
             let data = &(*bytes).as_ref()[range];
-            direct::stream(data, self.perf_file.event_attributes(), sink)
+            let release = |r: std::ops::Range<usize>| bytes.release(start + r.start..start + r.end);
+            direct::stream(data, self.perf_file.event_attributes(), sink, &release)
         });
         let mut stats = match direct {
             Some(stats) => stats,
