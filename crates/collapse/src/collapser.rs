@@ -10,8 +10,7 @@
 use std::collections::HashMap;
 use std::hash::BuildHasherDefault;
 
-use flamegraph_perf_folded::seq_table::SeqTable;
-use flamegraph_perf_folded::{Annotation, FoldedStacks, FrameId};
+use flamegraph_perf_folded::{Annotation, FoldedStacks, FoldedStacksBuilder, FrameId, StackList};
 use rayon::prelude::*;
 use rustc_hash::FxHasher;
 
@@ -20,6 +19,7 @@ use crate::event::{CpuMode, Event, EventSink, Loss, Mmap, Sample};
 use crate::idle::IdleFilter;
 use crate::names;
 use crate::process::{CommId, MapVersion, Mapping, ProcessModel};
+use crate::stack_counter::StackCounter;
 use crate::symbols::{KernelReference, KernelSymbolsPreload, Symbolizer, SymbolizerOptions};
 
 type FxHashMap<K, V> = hashbrown::HashMap<K, V, BuildHasherDefault<FxHasher>>;
@@ -174,7 +174,7 @@ pub struct Collapser {
     dsos: Dsos,
     kernel_reference: Option<KernelReference>,
     /// Key: [thread key id << 32 | map version, callchain…] → (samples, weight).
-    stacks: SeqTable<u64, (u64, u64)>,
+    stacks: StackCounter,
     key_buf: Vec<u64>,
     thread_keys: Vec<ThreadKey>,
     thread_key_ids: FxHashMap<ThreadKey, u32>,
@@ -201,7 +201,7 @@ impl Collapser {
             model: ProcessModel::new(),
             dsos: Dsos::default(),
             kernel_reference: None,
-            stacks: SeqTable::new(),
+            stacks: StackCounter::default(),
             key_buf: Vec::new(),
             thread_keys: Vec::new(),
             thread_key_ids: FxHashMap::default(),
@@ -302,9 +302,7 @@ impl Collapser {
         } else {
             self.key_buf.extend_from_slice(chain);
         }
-        let counts = self.stacks.entry(&self.key_buf, || (0, 0));
-        counts.0 += 1;
-        counts.1 += weight;
+        self.stacks.add(&self.key_buf, weight);
     }
 
     fn on_mmap(&mut self, mmap: &Mmap<'_>) {
@@ -351,34 +349,50 @@ impl Collapser {
             kernel_preload,
             ..
         } = self;
+        let stacks = stacks.finish();
         stats.distinct_address_stacks = stacks.len();
         let mut clock = PhaseClock::new();
 
-        // 1. Raw addresses → (object, lookup address), each distinct pair once.
+        // 1. Raw addresses → (object, lookup address), each distinct pair
+        //    once; parts of the stacks on all cores, their frame ids merged.
         let kernel_dso = dsos.kernel();
-        let mut resolver = FrameResolver {
-            model: &model,
-            dsos: &dsos,
-            kernel_dso,
-            call_sites: options.return_addresses == ReturnAddresses::CallSite,
-            frame_ids: FxHashMap::with_capacity_and_hasher(stacks.len() * 2, Default::default()),
-            frames: Vec::new(),
-            cache: vec![CacheEntry::EMPTY; 1 << RESOLVE_CACHE_BITS],
-        };
-        let total_entries: usize = stacks.iter().map(|(key, _)| key.len()).sum();
-        let mut flat_frames: Vec<u32> = Vec::with_capacity(total_entries);
-        let mut resolved_stacks = Vec::with_capacity(stacks.len());
-        for (key, &(samples, weight)) in stacks.iter() {
-            let thread = (key[0] >> 32) as u32;
-            let version = key[0] as u32 as MapVersion;
-            let start = flat_frames.len();
-            if resolver.resolve_chain(version, &key[1..], &mut flat_frames) {
-                stats.cut_user_chains += samples;
-            }
-            resolved_stacks.push((thread, samples, weight, start..flat_frames.len()));
-        }
+        let call_sites = options.return_addresses == ReturnAddresses::CallSite;
+        let entries: Vec<(&[u64], (u64, u64))> = stacks.iter().map(|(k, &v)| (k, v)).collect();
+        let part_len = entries
+            .len()
+            .div_ceil(rayon::current_num_threads())
+            .max(1 << 12);
+        let mut parts: Vec<ResolvedPart> = entries
+            .par_chunks(part_len)
+            .map(|part| ResolvedPart::resolve(part, &model, &dsos, kernel_dso, call_sites))
+            .collect();
+        drop(entries);
         drop(stacks);
-        let frames = resolver.frames;
+        let mut frame_ids: FxHashMap<(DsoId, u64), u32> = FxHashMap::default();
+        let mut frames: Vec<(DsoId, u64)> = Vec::new();
+        let renumberings: Vec<Vec<u32>> = parts
+            .iter_mut()
+            .map(|part| {
+                stats.cut_user_chains += part.cut_user_chains;
+                std::mem::take(&mut part.frames)
+                    .into_iter()
+                    .map(|frame| {
+                        *frame_ids.entry(frame).or_insert_with(|| {
+                            frames.push(frame);
+                            frames.len() as u32 - 1
+                        })
+                    })
+                    .collect()
+            })
+            .collect();
+        parts
+            .par_iter_mut()
+            .zip(&renumberings)
+            .for_each(|(part, global)| {
+                for frame in &mut part.flat_frames {
+                    *frame = global[*frame as usize];
+                }
+            });
         clock.lap(&mut stats, "map addresses to objects");
 
         // 2. Symbolize each object's addresses, objects in parallel.
@@ -405,12 +419,10 @@ impl Collapser {
 
         clock.lap(&mut stats, "symbolize");
         // 3. Name every distinct frame: interned ids, outermost first.
-        let mut folded = FoldedStacks::with_capacity(
-            resolved_stacks.len(),
-            flat_frames.len() + resolved_stacks.len(),
-        );
+        // The parts' stacks arrive later, through `append`.
+        let mut folded = FoldedStacksBuilder::new();
         // Per distinct frame: its ids, whether it is unresolved, whether it is JIT code.
-        let mut frame_names: Vec<(Vec<FrameId>, bool, bool)> = Vec::with_capacity(frames.len());
+        let mut frame_names = FrameNames::with_capacity(frames.len());
         let request_index: HashMap<DsoId, usize> = requests
             .iter()
             .enumerate()
@@ -419,7 +431,7 @@ impl Collapser {
         let unknown = folded.intern_name("[unknown]", Annotation::None);
         for &(dso_id, address) in &frames {
             if dso_id == NO_DSO {
-                frame_names.push((vec![unknown], true, false));
+                frame_names.push(&[unknown], true, false);
                 continue;
             }
             let dso = dsos.get(dso_id);
@@ -438,7 +450,7 @@ impl Collapser {
             let jit = annotation == Annotation::Jit;
             if names.is_empty() {
                 let id = folded.intern_name(&dso.unresolved_frame_name(), annotation);
-                frame_names.push((vec![id], true, jit));
+                frame_names.push(&[id], true, jit);
                 continue;
             }
             let mut ids = Vec::with_capacity(names.len());
@@ -469,7 +481,7 @@ impl Collapser {
                     ids.push(folded.intern_name(names::strip_parameters(part), frame_annotation));
                 }
             }
-            frame_names.push((ids, false, jit));
+            frame_names.push(&ids, false, jit);
         }
         stats.object_problems = requests
             .iter()
@@ -486,57 +498,59 @@ impl Collapser {
             .collect();
 
         clock.lap(&mut stats, "name frames");
-        // 4. Fold: root frame, then frames root-first; idle filter; java tidying.
-        let mut root_ids: HashMap<u32, FrameId> = HashMap::new();
-        let mut java_tidied: HashMap<FrameId, FrameId> = HashMap::new();
-        let mut stack: Vec<FrameId> = Vec::new();
-        for (thread, samples, weight, range) in resolved_stacks {
-            let key = thread_keys[thread as usize];
-            let comm = key.comm.map(|c| model.comm(c));
-            let root = *root_ids.entry(thread).or_insert_with(|| {
+        // 4. Fold: root frame, then frames root-first; idle filter; java
+        //    tidying. Every name is interned first so the parts fold in parallel.
+        let roots: Vec<FrameId> = thread_keys
+            .iter()
+            .map(|&key| {
+                let comm = key.comm.map(|c| model.comm(c));
                 folded.intern_name(&root_name(key, comm, options.root), Annotation::None)
-            });
-            stack.clear();
-            stack.push(root);
-            let (mut unresolved, mut jit, mut unresolved_jit) = (0u64, 0u64, 0u64);
-            for &frame in flat_frames[range].iter().rev() {
-                let (ids, is_unresolved, is_jit) = &frame_names[frame as usize];
-                let count = ids.len() as u64;
-                unresolved += u64::from(*is_unresolved) * count;
-                jit += u64::from(*is_jit) * count;
-                unresolved_jit += u64::from(*is_jit && *is_unresolved) * count;
-                stack.extend_from_slice(ids);
-            }
-            if key.idle {
-                if let Some(filter) = &options.idle_filter {
-                    if filter.is_idle(stack[1..].iter().map(|&id| folded.frame(id).name())) {
-                        stats.idle_samples += samples;
-                        stats.idle_weight += weight;
-                        continue;
+            })
+            .collect();
+        let java_threads: Vec<bool> = thread_keys
+            .iter()
+            .map(|key| key.comm.is_some_and(|c| model.comm(c).starts_with(b"java")))
+            .collect();
+        let java_tidied: Vec<FrameId> = if java_threads.contains(&true) {
+            (0..folded.frame_count() as FrameId)
+                .map(|id| {
+                    let frame = folded.frame(id).clone();
+                    let tidied = names::tidy_java(frame.name());
+                    if tidied.len() == frame.name().len() {
+                        id
+                    } else {
+                        folded.intern_name(tidied, frame.annotation())
                     }
-                }
-            }
-            if comm.is_some_and(|c| c.starts_with(b"java")) {
-                for id in &mut stack[1..] {
-                    *id = *java_tidied.entry(*id).or_insert_with(|| {
-                        let frame = folded.frame(*id).clone();
-                        let tidied = names::tidy_java(frame.name());
-                        if tidied.len() == frame.name().len() {
-                            *id
-                        } else {
-                            folded.intern_name(tidied, frame.annotation())
-                        }
-                    });
-                }
-            }
-            stats.frames += samples * (stack.len() as u64 - 1);
-            stats.unresolved_frames += samples * unresolved;
-            stats.jit_frames += samples * jit;
-            stats.unresolved_jit_frames += samples * unresolved_jit;
-            stats.weight += weight;
-            folded.add(&stack, weight);
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let context = FoldContext {
+            thread_keys: &thread_keys,
+            roots: &roots,
+            java_threads: &java_threads,
+            java_tidied: &java_tidied,
+            frame_names: &frame_names,
+            names: &folded,
+            idle_filter: options.idle_filter.as_ref(),
+        };
+        let folded_parts: Vec<(StackList, CollapseStats)> =
+            parts.par_iter().map(|part| context.fold(part)).collect();
+        drop(parts);
+        for (list, part_stats) in folded_parts {
+            folded.append(list);
+            stats.idle_samples += part_stats.idle_samples;
+            stats.idle_weight += part_stats.idle_weight;
+            stats.frames += part_stats.frames;
+            stats.unresolved_frames += part_stats.unresolved_frames;
+            stats.jit_frames += part_stats.jit_frames;
+            stats.unresolved_jit_frames += part_stats.unresolved_jit_frames;
+            stats.weight += part_stats.weight;
         }
         clock.lap(&mut stats, "fold");
+        let folded = folded.build();
+        clock.lap(&mut stats, "merge and sort");
         let perf_maps = requests
             .iter()
             .zip(results)
@@ -550,6 +564,146 @@ impl Collapser {
             stats,
             perf_maps,
         }
+    }
+}
+
+/// Stacks of one part of the raw stacks, as indices of distinct frames
+/// (object, lookup address) local to the part.
+struct ResolvedPart {
+    /// The part's distinct frames.
+    frames: Vec<(DsoId, u64)>,
+    /// Frame indices of all stacks, leaf first, back to back.
+    flat_frames: Vec<u32>,
+    /// Per stack: thread key, samples, weight, range in `flat_frames`.
+    stacks: Vec<(u32, u64, u64, std::ops::Range<usize>)>,
+    /// Samples whose user chain was cut where it left mapped code.
+    cut_user_chains: u64,
+}
+
+impl ResolvedPart {
+    fn resolve(
+        entries: &[(&[u64], (u64, u64))],
+        model: &ProcessModel,
+        dsos: &Dsos,
+        kernel_dso: DsoId,
+        call_sites: bool,
+    ) -> ResolvedPart {
+        let mut resolver = FrameResolver {
+            model,
+            dsos,
+            kernel_dso,
+            call_sites,
+            frame_ids: FxHashMap::default(),
+            frames: Vec::new(),
+            cache: vec![CacheEntry::EMPTY; 1 << RESOLVE_CACHE_BITS],
+        };
+        let total_entries: usize = entries.iter().map(|(key, _)| key.len()).sum();
+        let mut flat_frames = Vec::with_capacity(total_entries);
+        let mut stacks = Vec::with_capacity(entries.len());
+        let mut cut_user_chains = 0;
+        for &(key, (samples, weight)) in entries {
+            let thread = (key[0] >> 32) as u32;
+            let version = key[0] as u32 as MapVersion;
+            let start = flat_frames.len();
+            if resolver.resolve_chain(version, &key[1..], &mut flat_frames) {
+                cut_user_chains += samples;
+            }
+            stacks.push((thread, samples, weight, start..flat_frames.len()));
+        }
+        ResolvedPart {
+            frames: resolver.frames,
+            flat_frames,
+            stacks,
+            cut_user_chains,
+        }
+    }
+}
+
+/// The names of each distinct frame: interned ids, outermost first (a
+/// function, then what was inlined into it), back to back.
+struct FrameNames {
+    ids: Vec<FrameId>,
+    /// Per frame: start and length in `ids`, unresolved, JIT code.
+    frames: Vec<(u32, u32, bool, bool)>,
+}
+
+impl FrameNames {
+    fn with_capacity(frames: usize) -> FrameNames {
+        FrameNames {
+            ids: Vec::with_capacity(frames),
+            frames: Vec::with_capacity(frames),
+        }
+    }
+
+    fn push(&mut self, ids: &[FrameId], unresolved: bool, jit: bool) {
+        self.frames
+            .push((self.ids.len() as u32, ids.len() as u32, unresolved, jit));
+        self.ids.extend_from_slice(ids);
+    }
+}
+
+/// What folding a [`ResolvedPart`] reads.
+struct FoldContext<'a> {
+    thread_keys: &'a [ThreadKey],
+    roots: &'a [FrameId],
+    java_threads: &'a [bool],
+    /// Per frame id: its tidied form (empty when no thread is java).
+    java_tidied: &'a [FrameId],
+    frame_names: &'a FrameNames,
+    names: &'a FoldedStacksBuilder,
+    idle_filter: Option<&'a IdleFilter>,
+}
+
+impl FoldContext<'_> {
+    /// The part's stacks with names, and the counts they add to the stats.
+    fn fold(&self, part: &ResolvedPart) -> (StackList, CollapseStats) {
+        let mut list = StackList::with_capacity(
+            part.stacks.len(),
+            part.flat_frames.len() + part.stacks.len(),
+        );
+        let mut stats = CollapseStats::default();
+        let mut stack: Vec<FrameId> = Vec::new();
+        for (thread, samples, weight, range) in part.stacks.iter().cloned() {
+            let key = self.thread_keys[thread as usize];
+            stack.clear();
+            stack.push(self.roots[thread as usize]);
+            let (mut unresolved, mut jit, mut unresolved_jit) = (0u64, 0u64, 0u64);
+            for &frame in part.flat_frames[range].iter().rev() {
+                let (start, len, is_unresolved, is_jit) = self.frame_names.frames[frame as usize];
+                let count = u64::from(len);
+                unresolved += u64::from(is_unresolved) * count;
+                jit += u64::from(is_jit) * count;
+                unresolved_jit += u64::from(is_jit && is_unresolved) * count;
+                if len == 1 {
+                    stack.push(self.frame_names.ids[start as usize]);
+                } else {
+                    stack.extend_from_slice(
+                        &self.frame_names.ids[start as usize..(start + len) as usize],
+                    );
+                }
+            }
+            if key.idle {
+                if let Some(filter) = self.idle_filter {
+                    if filter.is_idle(stack[1..].iter().map(|&id| self.names.frame(id).name())) {
+                        stats.idle_samples += samples;
+                        stats.idle_weight += weight;
+                        continue;
+                    }
+                }
+            }
+            if self.java_threads[thread as usize] {
+                for id in &mut stack[1..] {
+                    *id = self.java_tidied[*id as usize];
+                }
+            }
+            stats.frames += samples * (stack.len() as u64 - 1);
+            stats.unresolved_frames += samples * unresolved;
+            stats.jit_frames += samples * jit;
+            stats.unresolved_jit_frames += samples * unresolved_jit;
+            stats.weight += weight;
+            list.add(&stack, weight);
+        }
+        (list, stats)
     }
 }
 

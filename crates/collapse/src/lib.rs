@@ -15,6 +15,7 @@ pub mod idle;
 pub mod names;
 pub mod perf_data;
 pub mod process;
+mod stack_counter;
 pub mod symbols;
 
 pub use collapser::{

@@ -145,9 +145,229 @@ pub type FrameId = u32;
 /// whatever the producer chose; [`FoldedStacks::total`] is their sum.
 #[derive(Clone, Debug, Default)]
 pub struct FoldedStacks {
-    frames: Vec<Frame>,
-    frame_ids: FxHashMap<Frame, FrameId>,
+    frames: FrameTable,
     stacks: SeqTable<FrameId, u64>,
+    /// The stacks are stored in [`FoldedStacks::sorted`] order.
+    in_line_order: bool,
+}
+
+/// Interned frames.
+#[derive(Clone, Debug, Default)]
+struct FrameTable {
+    frames: Vec<Frame>,
+    ids: FxHashMap<Frame, FrameId>,
+}
+
+impl FrameTable {
+    fn intern(&mut self, frame: Frame) -> FrameId {
+        if let Some(&id) = self.ids.get(&frame) {
+            return id;
+        }
+        let id = FrameId::try_from(self.frames.len()).expect("fewer than 2^32 distinct frames");
+        self.frames.push(frame.clone());
+        self.ids.insert(frame, id);
+        id
+    }
+
+    fn get(&self, id: FrameId) -> &Frame {
+        &self.frames[id as usize]
+    }
+}
+
+/// Stacks gathered without merging, for producers that emit many stacks:
+/// adding one is a copy, and [`FoldedStacksBuilder::build`] merges
+/// identical stacks once, by sorting them into folded-line order on all
+/// cores, which is the order rendering needs anyway.
+#[derive(Debug, Default)]
+pub struct FoldedStacksBuilder {
+    frames: FrameTable,
+    items: Vec<FrameId>,
+    /// `(start, len, weight)` of each stack added, duplicates included.
+    stacks: Vec<(usize, u32, u64)>,
+}
+
+impl FoldedStacksBuilder {
+    /// An empty builder.
+    pub fn new() -> FoldedStacksBuilder {
+        FoldedStacksBuilder::default()
+    }
+
+    /// An empty builder with room for `stacks` stacks of `frames` frames in all.
+    pub fn with_capacity(stacks: usize, frames: usize) -> FoldedStacksBuilder {
+        FoldedStacksBuilder {
+            frames: FrameTable::default(),
+            items: Vec::with_capacity(frames),
+            stacks: Vec::with_capacity(stacks),
+        }
+    }
+
+    /// Interns a frame given by name and annotation (see
+    /// [`FoldedStacks::intern_name`]).
+    pub fn intern_name(&mut self, name: &str, annotation: Annotation) -> FrameId {
+        self.frames.intern(Frame::new(name, annotation))
+    }
+
+    /// The frame behind an id.
+    ///
+    /// # Panics
+    /// If `id` did not come from this builder.
+    pub fn frame(&self, id: FrameId) -> &Frame {
+        self.frames.get(id)
+    }
+
+    /// Number of frames interned so far; ids are `0..frame_count()`.
+    pub fn frame_count(&self) -> usize {
+        self.frames.frames.len()
+    }
+
+    /// Adds `weight` to a stack (root first). Empty stacks and zero weights
+    /// are ignored.
+    pub fn add(&mut self, stack: &[FrameId], weight: u64) {
+        if stack.is_empty() || weight == 0 {
+            return;
+        }
+        let len = u32::try_from(stack.len()).expect("stacks shorter than 2^32 frames");
+        self.stacks.push((self.items.len(), len, weight));
+        self.items.extend_from_slice(stack);
+    }
+
+    /// Adds stacks gathered elsewhere (on another thread) from this
+    /// builder's frame ids.
+    pub fn append(&mut self, list: StackList) {
+        if self.stacks.is_empty() {
+            self.items = list.items;
+            self.stacks = list.stacks;
+            return;
+        }
+        let offset = self.items.len();
+        self.items.extend_from_slice(&list.items);
+        self.stacks.extend(
+            list.stacks
+                .into_iter()
+                .map(|(start, len, weight)| (start + offset, len, weight)),
+        );
+    }
+
+    /// The stacks with identical ones merged.
+    pub fn build(self) -> FoldedStacks {
+        let FoldedStacksBuilder {
+            frames,
+            items,
+            mut stacks,
+        } = self;
+        let ranks = TokenRanks::new(&frames.frames);
+        let frame_at = |&(start, len, _): &(usize, u32, u64), depth: usize| {
+            (depth < len as usize).then(|| (items[start + depth], depth + 1 == len as usize))
+        };
+        match &ranks {
+            Some(ranks) => multikey_quicksort(&mut stacks, 0, &|stack, depth| {
+                ranks.key(frame_at(stack, depth))
+            }),
+            // Any order that puts identical stacks together; `sorted` then
+            // compares whole lines.
+            None => multikey_quicksort(&mut stacks, 0, &|stack, depth| {
+                frame_at(stack, depth).map_or(0, |(id, _)| id + 1)
+            }),
+        }
+        let mut merged: Vec<(usize, u32, u64)> = Vec::with_capacity(stacks.len());
+        for (start, len, weight) in stacks {
+            let stack = &items[start..start + len as usize];
+            if let Some(last) = merged.last_mut() {
+                if &items[last.0..last.0 + last.1 as usize] == stack {
+                    last.2 += weight;
+                    continue;
+                }
+            }
+            merged.push((start, len, weight));
+        }
+        FoldedStacks {
+            frames,
+            stacks: SeqTable::from_distinct(items, merged),
+            in_line_order: ranks.is_some(),
+        }
+    }
+}
+
+/// Stacks of frame ids, duplicates included, gathered apart from their
+/// [`FoldedStacksBuilder`] (which must have interned the ids) so that
+/// several threads can fold at once; see [`FoldedStacksBuilder::append`].
+#[derive(Debug, Default)]
+pub struct StackList {
+    items: Vec<FrameId>,
+    stacks: Vec<(usize, u32, u64)>,
+}
+
+impl StackList {
+    /// An empty list with room for `stacks` stacks of `frames` frames in all.
+    pub fn with_capacity(stacks: usize, frames: usize) -> StackList {
+        StackList {
+            items: Vec::with_capacity(frames),
+            stacks: Vec::with_capacity(stacks),
+        }
+    }
+
+    /// Adds `weight` to a stack (root first). Empty stacks and zero weights
+    /// are ignored.
+    pub fn add(&mut self, stack: &[FrameId], weight: u64) {
+        if stack.is_empty() || weight == 0 {
+            return;
+        }
+        let len = u32::try_from(stack.len()).expect("stacks shorter than 2^32 frames");
+        self.stacks.push((self.items.len(), len, weight));
+        self.items.extend_from_slice(stack);
+    }
+}
+
+/// Folded-line order as ranks: a line is a sequence of tokens, each a
+/// frame's text followed by `;` when more frames follow or by the space
+/// before the count when it is the last. Ranking all tokens once turns
+/// line comparison into comparing rank sequences.
+struct TokenRanks {
+    continues: Vec<u32>,
+    ends: Vec<u32>,
+}
+
+impl TokenRanks {
+    /// `None` when an ending token is a prefix of another token (a name
+    /// with a space that extends another name): then the digits of the
+    /// count can decide, and only whole lines give the order.
+    fn new(frames: &[Frame]) -> Option<TokenRanks> {
+        let mut tokens: Vec<(String, u32, bool)> = Vec::with_capacity(frames.len() * 2);
+        for (id, frame) in frames.iter().enumerate() {
+            tokens.push((format!("{frame};"), id as u32, false));
+            tokens.push((format!("{frame} "), id as u32, true));
+        }
+        tokens.sort_unstable();
+        if tokens
+            .windows(2)
+            .any(|w| w[0].2 && w[1].0.starts_with(w[0].0.as_str()))
+        {
+            return None;
+        }
+        let mut ranks = TokenRanks {
+            continues: vec![0; frames.len()],
+            ends: vec![0; frames.len()],
+        };
+        for (rank, (_, id, end)) in tokens.iter().enumerate() {
+            let rank = rank as u32 + 1;
+            if *end {
+                ranks.ends[*id as usize] = rank;
+            } else {
+                ranks.continues[*id as usize] = rank;
+            }
+        }
+        Some(ranks)
+    }
+
+    /// The sort key of a frame (and whether it is the stack's last) at
+    /// some depth; 0 past the end of the stack.
+    fn key(&self, frame: Option<(FrameId, bool)>) -> u32 {
+        match frame {
+            None => 0,
+            Some((id, true)) => self.ends[id as usize],
+            Some((id, false)) => self.continues[id as usize],
+        }
+    }
 }
 
 /// A folded text line that could not be parsed.
@@ -182,13 +402,7 @@ impl FoldedStacks {
 
     /// Interns a frame, returning its id.
     pub fn intern(&mut self, frame: Frame) -> FrameId {
-        if let Some(&id) = self.frame_ids.get(&frame) {
-            return id;
-        }
-        let id = FrameId::try_from(self.frames.len()).expect("fewer than 2^32 distinct frames");
-        self.frames.push(frame.clone());
-        self.frame_ids.insert(frame, id);
-        id
+        self.frames.intern(frame)
     }
 
     /// Interns a frame given by name and annotation.
@@ -201,7 +415,7 @@ impl FoldedStacks {
     /// # Panics
     /// If `id` did not come from this `FoldedStacks`.
     pub fn frame(&self, id: FrameId) -> &Frame {
-        &self.frames[id as usize]
+        self.frames.get(id)
     }
 
     /// Adds `weight` to a stack (root first). Empty stacks and zero weights
@@ -210,7 +424,11 @@ impl FoldedStacks {
         if stack.is_empty() || weight == 0 {
             return;
         }
+        let before = self.stacks.len();
         *self.stacks.entry(stack, || 0) += weight;
+        if self.stacks.len() != before {
+            self.in_line_order = false;
+        }
     }
 
     /// Number of distinct stacks.
@@ -253,46 +471,17 @@ impl FoldedStacks {
     /// texts decide, and where one text is a prefix of the other, the
     /// separator after it (`;` or the space before the count) does.
     pub fn sorted(&self) -> Vec<(&[FrameId], u64)> {
-        let texts: Vec<String> = self.frames.iter().map(Frame::to_string).collect();
         let mut stacks: Vec<(&[FrameId], u64)> = self.iter().collect();
-        // A line is a sequence of tokens: a frame's text followed by `;`
-        // when more frames follow, by the space before the count when it is
-        // the last. Ranking all tokens once turns line comparison into
-        // comparing rank sequences, sortable by multikey quicksort in time
-        // proportional to the distinguishing prefixes.
-        let mut tokens: Vec<(String, u32, bool)> = Vec::with_capacity(texts.len() * 2);
-        for (id, text) in texts.iter().enumerate() {
-            tokens.push((format!("{text};"), id as u32, false));
-            tokens.push((format!("{text} "), id as u32, true));
+        if self.in_line_order {
+            return stacks;
         }
-        tokens.sort_unstable();
-        // Exact unless an ending token is a prefix of another token (a
-        // name with a space that extends another name): then the digits of
-        // the count can decide, so compare whole lines instead.
-        let ambiguous = tokens
-            .windows(2)
-            .any(|w| w[0].2 && w[1].0.starts_with(w[0].0.as_str()));
-        if ambiguous {
+        let Some(ranks) = TokenRanks::new(&self.frames.frames) else {
+            let texts: Vec<String> = self.frames.frames.iter().map(Frame::to_string).collect();
             return self.sorted_by_lines(texts, stacks);
-        }
-        let mut continues = vec![0u32; texts.len()];
-        let mut ends = vec![0u32; texts.len()];
-        for (rank, (_, id, end)) in tokens.iter().enumerate() {
-            let rank = rank as u32 + 1;
-            if *end {
-                ends[*id as usize] = rank;
-            } else {
-                continues[*id as usize] = rank;
-            }
-        }
-        let key = |stack: &[FrameId], depth: usize| -> u32 {
-            match stack.get(depth) {
-                None => 0,
-                Some(&frame) if depth + 1 == stack.len() => ends[frame as usize],
-                Some(&frame) => continues[frame as usize],
-            }
         };
-        multikey_quicksort(&mut stacks, 0, &key);
+        multikey_quicksort(&mut stacks, 0, &|&(stack, _), depth| {
+            ranks.key(stack.get(depth).map(|&id| (id, depth + 1 == stack.len())))
+        });
         stacks
     }
 
@@ -340,8 +529,8 @@ impl FoldedStacks {
     pub fn reversed(&self) -> FoldedStacks {
         let mut reversed = FoldedStacks {
             frames: self.frames.clone(),
-            frame_ids: self.frame_ids.clone(),
             stacks: SeqTable::new(),
+            in_line_order: false,
         };
         let mut buf = Vec::new();
         for (stack, weight) in self.iter() {
@@ -409,13 +598,18 @@ impl FoldedStacks {
     }
 }
 
+/// Parts of the sort at least this big are worth a rayon task.
+const PARALLEL_SORT_ITEMS: usize = 1 << 14;
+/// Depth up to which the multikey sort recurses into equal parts in parallel.
+const PARALLEL_SORT_DEPTH: usize = 48;
+
 /// Bentley–Sedgewick multikey quicksort of stacks by `key(stack, depth)`
 /// (0 past the end): a three-way partition on the key at `depth`, then the
 /// equal part continues one level deeper.
-fn multikey_quicksort(
-    items: &mut [(&[FrameId], u64)],
+fn multikey_quicksort<E: Send>(
+    items: &mut [E],
     mut depth: usize,
-    key: &(impl Fn(&[FrameId], usize) -> u32 + Sync),
+    key: &(impl Fn(&E, usize) -> u32 + Sync),
 ) {
     let mut items = items;
     loop {
@@ -423,7 +617,7 @@ fn multikey_quicksort(
             items.sort_unstable_by(|a, b| {
                 let mut d = depth;
                 loop {
-                    let (ka, kb) = (key(a.0, d), key(b.0, d));
+                    let (ka, kb) = (key(a, d), key(b, d));
                     if ka != kb || ka == 0 {
                         return ka.cmp(&kb);
                     }
@@ -433,15 +627,15 @@ fn multikey_quicksort(
             return;
         }
         let (first, middle, last) = (
-            key(items[0].0, depth),
-            key(items[items.len() / 2].0, depth),
-            key(items[items.len() - 1].0, depth),
+            key(&items[0], depth),
+            key(&items[items.len() / 2], depth),
+            key(&items[items.len() - 1], depth),
         );
         let pivot = first.max(middle.min(last)).min(middle.max(last));
         // Three-way partition: [< pivot][== pivot][> pivot].
         let (mut lt, mut i, mut gt) = (0, 0, items.len());
         while i < gt {
-            let k = key(items[i].0, depth);
+            let k = key(&items[i], depth);
             if k < pivot {
                 items.swap(lt, i);
                 lt += 1;
@@ -455,20 +649,42 @@ fn multikey_quicksort(
         }
         let (smaller, rest) = items.split_at_mut(lt);
         let (equal, larger) = rest.split_at_mut(gt - lt);
-        if smaller.len() + larger.len() > 1 << 14 {
-            rayon::join(
-                || multikey_quicksort(smaller, depth, key),
-                || multikey_quicksort(larger, depth, key),
-            );
-        } else {
-            multikey_quicksort(smaller, depth, key);
-            multikey_quicksort(larger, depth, key);
-        }
         if pivot == 0 {
+            sort_sides(smaller, larger, depth, key);
             return;
         }
+        // Stacks share long prefixes, so the equal part is often most of
+        // the work: sort it beside the sides rather than after them. Past
+        // some depth, loop instead, so deep stacks cannot exhaust a
+        // thread's stack.
+        if equal.len() > PARALLEL_SORT_ITEMS && depth < PARALLEL_SORT_DEPTH {
+            rayon::join(
+                || sort_sides(smaller, larger, depth, key),
+                || multikey_quicksort(equal, depth + 1, key),
+            );
+            return;
+        }
+        sort_sides(smaller, larger, depth, key);
         items = equal;
         depth += 1;
+    }
+}
+
+/// The parts below and above the pivot of one [`multikey_quicksort`] level.
+fn sort_sides<E: Send>(
+    smaller: &mut [E],
+    larger: &mut [E],
+    depth: usize,
+    key: &(impl Fn(&E, usize) -> u32 + Sync),
+) {
+    if smaller.len() + larger.len() > PARALLEL_SORT_ITEMS {
+        rayon::join(
+            || multikey_quicksort(smaller, depth, key),
+            || multikey_quicksort(larger, depth, key),
+        );
+    } else {
+        multikey_quicksort(smaller, depth, key);
+        multikey_quicksort(larger, depth, key);
     }
 }
 
@@ -560,6 +776,46 @@ mod tests {
             .collect();
         expected.sort();
         assert_eq!(folded.to_lines(), expected);
+    }
+
+    /// The builder merges duplicates and agrees with adding one by one,
+    /// with and without names that force whole-line comparison.
+    #[test]
+    fn builder_merges_like_add() {
+        for names in [
+            &["a", "ab", "a.isra.0", "b", "z", "\u{e9}", "a b", "c"][..],
+            &["a", "ab", "a.isra.0", "b", "z", "\u{e9}", "a 1", "c"][..],
+        ] {
+            let mut builder = FoldedStacksBuilder::new();
+            let mut one_by_one = FoldedStacks::new();
+            let mut state = 99u64;
+            for i in 0..5000u64 {
+                state = state
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                let depth = (state >> 61) as usize + 1;
+                let names: Vec<&str> = (0..depth)
+                    .map(|d| names[((state >> (d * 3 + 20)) & 7) as usize])
+                    .collect();
+                let ids: Vec<FrameId> = names
+                    .iter()
+                    .map(|n| builder.intern_name(n, Annotation::None))
+                    .collect();
+                builder.add(&ids, i % 7);
+                let ids: Vec<FrameId> = names
+                    .iter()
+                    .map(|n| one_by_one.intern_name(n, Annotation::None))
+                    .collect();
+                one_by_one.add(&ids, i % 7);
+            }
+            let built = builder.build();
+            assert_eq!(built.len(), one_by_one.len());
+            assert_eq!(built.total(), one_by_one.total());
+            assert_eq!(built.to_lines(), one_by_one.to_lines());
+            let mut expected = built.to_lines();
+            expected.sort();
+            assert_eq!(built.to_lines(), expected);
+        }
     }
 
     #[test]

@@ -7,6 +7,7 @@
 //! index never looks at the stacks again.
 
 use std::hash::{BuildHasher, BuildHasherDefault, Hash};
+use std::sync::OnceLock;
 
 use hashbrown::HashTable;
 use rustc_hash::FxHasher;
@@ -14,15 +15,21 @@ use rustc_hash::FxHasher;
 struct Entry<V> {
     start: usize,
     len: u32,
-    hash: u64,
     value: V,
 }
+
+/// An index slot: a sequence's hash, kept so that neither growing the index
+/// nor telling sequences apart needs to look at the sequences, and its
+/// entry.
+type Slot = (u64, u32);
 
 /// Distinct sequences of `T` with a value each.
 pub struct SeqTable<T, V> {
     items: Vec<T>,
     entries: Vec<Entry<V>>,
-    index: HashTable<u32>,
+    /// Built on first lookup: tables made from already distinct sequences
+    /// ([`SeqTable::from_distinct`]) that are only iterated never pay for it.
+    index: OnceLock<HashTable<Slot>>,
 }
 
 impl<T, V> Default for SeqTable<T, V> {
@@ -30,7 +37,7 @@ impl<T, V> Default for SeqTable<T, V> {
         SeqTable {
             items: Vec::new(),
             entries: Vec::new(),
-            index: HashTable::new(),
+            index: OnceLock::new(),
         }
     }
 }
@@ -46,7 +53,28 @@ impl<T: Copy + Eq + Hash, V> SeqTable<T, V> {
         SeqTable {
             items: Vec::with_capacity(items),
             entries: Vec::with_capacity(sequences),
-            index: HashTable::with_capacity(sequences),
+            index: OnceLock::from(HashTable::with_capacity(sequences)),
+        }
+    }
+
+    /// A table of sequences the caller knows to be distinct, in the given
+    /// order: each `(start, len, value)` is `items[start..start + len]`.
+    ///
+    /// # Panics
+    /// If a range lies outside `items`. Duplicates are not detected; a
+    /// lookup finds one of them.
+    pub fn from_distinct(items: Vec<T>, sequences: Vec<(usize, u32, V)>) -> Self {
+        let entries = sequences
+            .into_iter()
+            .map(|(start, len, value)| {
+                assert!(start + len as usize <= items.len(), "sequence out of range");
+                Entry { start, len, value }
+            })
+            .collect();
+        SeqTable {
+            items,
+            entries,
+            index: OnceLock::new(),
         }
     }
 
@@ -58,16 +86,32 @@ impl<T: Copy + Eq + Hash, V> SeqTable<T, V> {
         &self.items[entry.start..entry.start + entry.len as usize]
     }
 
+    fn build_index(items: &[T], entries: &[Entry<V>]) -> HashTable<Slot> {
+        let mut index = HashTable::with_capacity(entries.len());
+        for (i, e) in entries.iter().enumerate() {
+            let hash = Self::hash(&items[e.start..e.start + e.len as usize]);
+            index.insert_unique(hash, (hash, i as u32), |&(h, _)| h);
+        }
+        index
+    }
+
+    fn index(&self) -> &HashTable<Slot> {
+        self.index
+            .get_or_init(|| Self::build_index(&self.items, &self.entries))
+    }
+
     /// The value of `sequence`, inserting `make()` if it is new.
     pub fn entry(&mut self, sequence: &[T], make: impl FnOnce() -> V) -> &mut V {
+        self.index();
         let hash = Self::hash(sequence);
+        let index = self.index.get_mut().expect("index built above");
         let (items, entries) = (&self.items, &self.entries);
-        let found = self.index.find(hash, |&i| {
+        let found = index.find(hash, |&(h, i)| {
             let e = &entries[i as usize];
-            e.hash == hash && &items[e.start..e.start + e.len as usize] == sequence
+            h == hash && &items[e.start..e.start + e.len as usize] == sequence
         });
-        let index = match found {
-            Some(&i) => i as usize,
+        let position = match found {
+            Some(&(_, i)) => i as usize,
             None => {
                 let i = self.entries.len();
                 let start = self.items.len();
@@ -75,27 +119,23 @@ impl<T: Copy + Eq + Hash, V> SeqTable<T, V> {
                 self.entries.push(Entry {
                     start,
                     len: u32::try_from(sequence.len()).expect("sequences shorter than 2^32"),
-                    hash,
                     value: make(),
                 });
-                let entries = &self.entries;
-                self.index
-                    .insert_unique(hash, i as u32, |&j| entries[j as usize].hash);
+                index.insert_unique(hash, (hash, i as u32), |&(h, _)| h);
                 i
             }
         };
-        &mut self.entries[index].value
+        &mut self.entries[position].value
     }
 
     /// The value of `sequence`, if present.
     pub fn get(&self, sequence: &[T]) -> Option<&V> {
         let hash = Self::hash(sequence);
-        self.index
-            .find(hash, |&i| {
-                let e = &self.entries[i as usize];
-                e.hash == hash && self.slice(e) == sequence
+        self.index()
+            .find(hash, |&(h, i)| {
+                h == hash && self.slice(&self.entries[i as usize]) == sequence
             })
-            .map(|&i| &self.entries[i as usize].value)
+            .map(|&(_, i)| &self.entries[i as usize].value)
     }
 
     /// Sequences and values, in insertion order.
@@ -124,7 +164,6 @@ impl<T: Clone, V: Clone> Clone for SeqTable<T, V> {
                 .map(|e| Entry {
                     start: e.start,
                     len: e.len,
-                    hash: e.hash,
                     value: e.value.clone(),
                 })
                 .collect(),
@@ -157,5 +196,27 @@ mod tests {
         assert_eq!(table.get(&[5, 35]), None);
         assert_eq!(*table.entry(&[], || 9), 9);
         assert_eq!(table.iter().map(|(_, &v)| v).sum::<u64>(), 30_009);
+    }
+
+    #[test]
+    fn tables_of_distinct_sequences_index_on_first_lookup() {
+        let items = vec![1u32, 2, 3, 4, 5];
+        let mut table = SeqTable::from_distinct(items, vec![(0, 2, 'a'), (2, 3, 'b'), (1, 0, 'c')]);
+        assert_eq!(table.len(), 3);
+        assert_eq!(table.get(&[3, 4, 5]), Some(&'b'));
+        assert_eq!(table.get(&[]), Some(&'c'));
+        assert_eq!(table.get(&[2, 3]), None);
+        *table.entry(&[1, 2], || 'x') = 'A';
+        table.entry(&[2, 3], || 'd');
+        let all: Vec<(&[u32], char)> = table.iter().map(|(s, &v)| (s, v)).collect();
+        assert_eq!(
+            all,
+            vec![
+                (&[1, 2][..], 'A'),
+                (&[3, 4, 5][..], 'b'),
+                (&[][..], 'c'),
+                (&[2, 3][..], 'd')
+            ]
+        );
     }
 }

@@ -17,7 +17,8 @@ use linux_perf_data::linux_perf_event_reader::{
 };
 use linux_perf_data::{AttributeDescription, Endianness};
 
-use super::ReadStats;
+use super::layout::{after_records, check_record};
+use super::{Damage, ReadStats};
 use crate::event::{event_from_record, EventSink};
 
 const PERF_RECORD_FINISHED_ROUND: u32 = 68;
@@ -38,18 +39,34 @@ enum AttrLookup {
 /// gives the bytes behind that record back.
 const RELEASE_EVERY: usize = 16 << 20;
 
-/// Walks `data` (the data section, complete records only) when it can;
-/// `None` when the file needs the general reader (compressed or AUXTRACE
-/// records, another byte order). Stretches of `data` no longer needed go
-/// to `release`.
+/// The data section to walk.
+pub struct DataSection<'a> {
+    /// Its bytes.
+    pub bytes: &'a [u8],
+    /// Their offset in the file, for error messages.
+    pub file_offset: u64,
+    /// True when the layout check has cut `bytes` to complete records;
+    /// false when the walk must check each record and stop at the first
+    /// bad one.
+    pub records_checked: bool,
+}
+
+/// Walks the data section when it can; `None` when the file needs the
+/// general reader (compressed or AUXTRACE records, another byte order),
+/// which happens only for data the layout check has seen. Stretches no
+/// longer needed go to `release`.
 pub fn stream(
-    data: &[u8],
+    section: DataSection<'_>,
     attributes: &[AttributeDescription],
     sink: &mut dyn EventSink,
     release: &dyn Fn(std::ops::Range<usize>),
 ) -> Option<ReadStats> {
-    if cfg!(target_endian = "big") || attributes.is_empty() {
+    let data = section.bytes;
+    if section.records_checked && (cfg!(target_endian = "big") || attributes.is_empty()) {
         return None;
+    }
+    if attributes.is_empty() {
+        return Some(ReadStats::default()); // no attribute, nothing to attribute records to
     }
     let parse_infos: Vec<RecordParseInfo> = attributes
         .iter()
@@ -83,14 +100,40 @@ pub fn stream(
         entries.clear();
     };
     let mut ready = Vec::new();
-    while at + 8 <= data.len() {
-        let kind = u32::from_le_bytes(data[at..at + 4].try_into().expect("4 bytes"));
-        let size = usize::from(u16::from_le_bytes([data[at + 6], data[at + 7]]));
-        if size < 8 || at + size > data.len() {
-            break; // the layout check already cut the data at the first bad record
+    let mut complete_records = 0u64;
+    let mut damage = None;
+    while at < data.len() {
+        let header = data.get(at..at + 8);
+        let kind = header.map_or(0, |h| u32::from_le_bytes([h[0], h[1], h[2], h[3]]));
+        let size = header.map_or(0, |h| u16::from_le_bytes([h[6], h[7]]));
+        let problem = if matches!(
+            kind,
+            PERF_RECORD_AUXTRACE | PERF_RECORD_COMPRESSED | PERF_RECORD_COMPRESSED2
+        ) {
+            if section.records_checked {
+                return None;
+            }
+            Some(format!(
+                "record of type {kind} (compressed or AUX data) in a recording whose header does not announce such data"
+            ))
+        } else {
+            check_record(kind, u64::from(size), (data.len() - at) as u64, || None).err()
+        };
+        if let Some(what) = problem {
+            // Unreachable after the layout check, which cut the data here.
+            if !section.records_checked {
+                damage = Some(Damage {
+                    offset: section.file_offset + at as u64,
+                    what: after_records(&what, complete_records),
+                });
+            }
+            break;
+        }
+        let size = usize::from(size);
+        if kind != PERF_RECORD_FINISHED_ROUND {
+            complete_records += 1;
         }
         match kind {
-            PERF_RECORD_AUXTRACE | PERF_RECORD_COMPRESSED | PERF_RECORD_COMPRESSED2 => return None,
             PERF_RECORD_FINISHED_ROUND => {
                 // Release everything not newer than the previous round's newest.
                 pending.sort_unstable_by_key(|&(time, offset, _)| (time, offset));
@@ -138,6 +181,7 @@ pub fn stream(
     }
     pending.sort_unstable_by_key(|&(time, offset, _)| (time, offset));
     deliver(&mut pending, &mut stats);
+    stats.damage = damage;
     Some(stats)
 }
 

@@ -35,6 +35,8 @@ const FEATURE_CPUDESC: u32 = 8;
 const FEATURE_CPUID: u32 = 9;
 const FEATURE_CMDLINE: u32 = 11;
 const FEATURE_EVENT_DESC: u32 = 12;
+const FEATURE_AUXTRACE: u32 = 18;
+const FEATURE_COMPRESSED: u32 = 27;
 
 /// Where a recording is damaged, and how.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -64,6 +66,10 @@ pub struct Layout {
     /// File mode: where the complete records of the data section are
     /// (offset, length).
     pub data_range: Option<(u64, u64)>,
+    /// The record headers of the data were checked (and `records` counted).
+    /// When false, `data_range` is the data section the header claims, and
+    /// whoever walks it must check each record (see [`check_record`]).
+    pub records_checked: bool,
 }
 
 struct Bytes<'a> {
@@ -125,15 +131,21 @@ impl Bytes<'_> {
 
 /// Checks `bytes` (the whole file) and returns its layout and repairs.
 pub fn inspect(path: &Path, bytes: &[u8]) -> Result<Layout, ReadError> {
-    inspect_releasing(path, bytes, &|_| {})
+    inspect_releasing(path, bytes, &|_| {}, false)
 }
 
 /// [`inspect`], calling `release` with each stretch of the data section
 /// the record scan has passed, so a mapped file need not stay resident.
+///
+/// With `walker_checks_records`, the record scan is left out where the
+/// caller's walk of the records can check them itself: a file-mode,
+/// little-endian recording whose header is complete and announces neither
+/// compressed nor AUX data. A million-sample file is then read once, not twice.
 pub fn inspect_releasing(
     path: &Path,
     bytes: &[u8],
     release: &dyn Fn(std::ops::Range<usize>),
+    walker_checks_records: bool,
 ) -> Result<Layout, ReadError> {
     let len = bytes.len() as u64;
     let corrupt = |offset: u64, what: String| ReadError::Corrupt {
@@ -253,8 +265,26 @@ pub fn inspect_releasing(
         ),
         (_, Some(end)) => (end, None),
     };
-    let (complete_end, record_damage) =
-        scan_records(&b, data_offset, scan_end, &mut layout.records, false);
+    let feature_bits = |word: u64| b.u64(72 + 8 * word).unwrap_or(0);
+    let announces = |feature: u32| feature_bits(u64::from(feature / 64)) >> (feature % 64) & 1 == 1;
+    let feature_count: u64 = (0..4)
+        .map(|w| u64::from(feature_bits(w).count_ones()))
+        .sum();
+    let features_fit = scan_end
+        .checked_add(16 * feature_count)
+        .is_some_and(|end| end <= len);
+    let walk_can_check = walker_checks_records
+        && early.is_none()
+        && features_fit
+        && !b.big_endian
+        && !announces(FEATURE_AUXTRACE)
+        && !announces(FEATURE_COMPRESSED);
+    let (complete_end, record_damage) = if walk_can_check {
+        (scan_end, None)
+    } else {
+        layout.records_checked = true;
+        scan_records(&b, data_offset, scan_end, &mut layout.records, false)
+    };
     layout.data_range = Some((data_offset, complete_end - data_offset));
     let data_damaged = early.is_some() || record_damage.is_some();
     if data_damaged {
@@ -264,10 +294,7 @@ pub fn inspect_releasing(
         // Feature sections follow the data; after damage they are gone or garbage.
         layout.patches.push((72, vec![0; 32]));
         layout.damage = record_damage.or(early).map(|d| Damage {
-            what: format!(
-                "{}; read the {} complete records before it",
-                d.what, layout.records
-            ),
+            what: after_records(&d.what, layout.records),
             ..d
         });
         layout.patches.sort_by_key(|(offset, _)| *offset);
@@ -362,6 +389,44 @@ fn feature_name(feature: u32) -> String {
     }
 }
 
+/// Checks one record header: `kind` and `size` from the header, `remaining`
+/// bytes from the record's start to the end of the data, `aux_size` the
+/// trace size of an AUXTRACE record (read only for that kind). Returns the
+/// bytes the record takes, or what is wrong with it.
+pub(crate) fn check_record(
+    kind: u32,
+    size: u64,
+    remaining: u64,
+    aux_size: impl FnOnce() -> Option<u64>,
+) -> Result<u64, String> {
+    if remaining < RECORD_HEADER {
+        return Err(format!(
+            "the last record is cut off after {remaining} bytes"
+        ));
+    }
+    if size < RECORD_HEADER {
+        return Err(format!(
+            "record of type {kind} claims {size} bytes (less than its header)"
+        ));
+    }
+    let mut total = size;
+    if kind == PERF_RECORD_AUXTRACE {
+        // The trace data follows the record, and its size is in the body.
+        total = size.saturating_add(aux_size().unwrap_or(u64::MAX));
+    }
+    if total > remaining {
+        return Err(format!(
+            "record of type {kind} needs {total} bytes but only {remaining} remain"
+        ));
+    }
+    Ok(total)
+}
+
+/// The message for damage found after `records` complete records.
+pub(crate) fn after_records(what: &str, records: u64) -> String {
+    format!("{what}; read the {records} complete records before it")
+}
+
 /// Walks records from `start` to `end`. Returns the end of the last
 /// complete record and the damage that stopped the walk, if any.
 fn scan_records(
@@ -381,45 +446,12 @@ fn scan_records(
             released = at;
         }
         let remaining = end - at;
-        if remaining < RECORD_HEADER {
-            return (
-                at,
-                Some(Damage {
-                    offset: at,
-                    what: format!("the last record is cut off after {remaining} bytes"),
-                }),
-            );
-        }
         let kind = b.u32(at).unwrap_or(0);
         let size = u64::from(b.u16(at + 6).unwrap_or(0));
-        if size < RECORD_HEADER {
-            return (
-                at,
-                Some(Damage {
-                    offset: at,
-                    what: format!(
-                        "record of type {kind} claims {size} bytes (less than its header)"
-                    ),
-                }),
-            );
-        }
-        let mut total = size;
-        if kind == PERF_RECORD_AUXTRACE {
-            // The trace data follows the record, and its size is in the body.
-            let extra = b.u64(at + RECORD_HEADER).unwrap_or(u64::MAX);
-            total = size.saturating_add(extra);
-        }
-        if total > remaining {
-            return (
-                at,
-                Some(Damage {
-                    offset: at,
-                    what: format!(
-                        "record of type {kind} needs {total} bytes but only {remaining} remain"
-                    ),
-                }),
-            );
-        }
+        let total = match check_record(kind, size, remaining, || b.u64(at + RECORD_HEADER)) {
+            Ok(total) => total,
+            Err(what) => return (at, Some(Damage { offset: at, what })),
+        };
         if pipe {
             if let Some(problem) = check_pipe_record(b, kind, at, size) {
                 return (
@@ -518,12 +550,10 @@ fn check_feature(b: &Bytes<'_>, feature: u32, offset: u64, size: u64) -> Result<
 fn inspect_pipe(b: &Bytes<'_>, layout: &mut Layout) {
     let len = b.len();
     let (end, damage) = scan_records(b, PIPE_HEADER_SIZE, len, &mut layout.records, true);
+    layout.records_checked = true;
     layout.readable_len = end;
     layout.damage = damage.map(|d| Damage {
-        what: format!(
-            "{}; read the {} complete records before it",
-            d.what, layout.records
-        ),
+        what: after_records(&d.what, layout.records),
         ..d
     });
     // Feature records: neutralize corrupt contents (the parser allocates by their counts).

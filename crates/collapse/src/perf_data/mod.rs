@@ -257,6 +257,8 @@ pub struct PerfDataReader {
     pipe_state: Option<Rc<RefCell<PipeState>>>,
     /// File mode: the data section's complete records, for the direct walk.
     direct: Option<DirectData>,
+    /// The layout check walked the records (else the direct walk checks them).
+    records_checked: bool,
 }
 
 impl PerfDataReader {
@@ -327,7 +329,8 @@ impl PerfDataReader {
         bytes: Shared<B>,
         records: fn(PerfRecordIter<Patched<Shared<B>>>) -> Records,
     ) -> Result<PerfDataReader, ReadError> {
-        let layout = inspect_releasing(path, bytes.as_ref(), &|range| bytes.0.release(range))?;
+        let layout =
+            inspect_releasing(path, bytes.as_ref(), &|range| bytes.0.release(range), true)?;
         let direct = layout.data_range.and_then(|(offset, len)| {
             let start = usize::try_from(offset).ok()?;
             let shared: std::sync::Arc<dyn RecordingBytes> = bytes.0.clone();
@@ -348,6 +351,7 @@ impl PerfDataReader {
         );
         reader.damage = layout.damage;
         reader.direct = direct;
+        reader.records_checked = layout.records_checked;
         Ok(reader)
     }
 
@@ -360,6 +364,7 @@ impl PerfDataReader {
             damage: None,
             pipe_state: None,
             direct: None,
+            records_checked: true,
         }
     }
 
@@ -372,19 +377,27 @@ impl PerfDataReader {
     pub fn read_events(&mut self, sink: &mut dyn EventSink) -> ReadStats {
         let direct = self.direct.take().and_then(|(bytes, range)| {
             let start = range.start;
-            let data = &(*bytes).as_ref()[range];
+            let section = direct::DataSection {
+                bytes: &(*bytes).as_ref()[range],
+                file_offset: start as u64,
+                records_checked: self.records_checked,
+            };
             let release = |r: std::ops::Range<usize>| bytes.release(start + r.start..start + r.end);
-            direct::stream(data, self.perf_file.event_attributes(), sink, &release)
+            direct::stream(section, self.perf_file.event_attributes(), sink, &release)
         });
         let mut stats = match direct {
             Some(stats) => stats,
             None => self.read_with_parser(sink),
         };
-        stats.damage = self.damage.clone().or_else(|| {
-            self.pipe_state
-                .as_ref()
-                .and_then(|state| state.borrow().damage.clone())
-        });
+        stats.damage = stats
+            .damage
+            .take()
+            .or_else(|| self.damage.clone())
+            .or_else(|| {
+                self.pipe_state
+                    .as_ref()
+                    .and_then(|state| state.borrow().damage.clone())
+            });
         stats
     }
 
@@ -605,5 +618,48 @@ mod direct_walk_tests {
             walked >= 10,
             "only {walked} recordings took the direct walk"
         );
+    }
+
+    /// Where the layout check leaves the records to the walk, the walk
+    /// finds the same damage the full record scan finds.
+    #[test]
+    fn walk_finds_the_damage_the_scan_finds() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/spin/perf.data");
+        let original = std::fs::read(&path).unwrap();
+        let unscanned = inspect_releasing(&path, &original, &|_| {}, true).unwrap();
+        assert!(
+            !unscanned.records_checked,
+            "a clean file leaves the records to the walk"
+        );
+        let data_offset = u64::from_le_bytes(original[40..48].try_into().unwrap()) as usize;
+        let data_size = u64::from_le_bytes(original[48..56].try_into().unwrap()) as usize;
+        // Record starts, to corrupt a few of them.
+        let mut starts = Vec::new();
+        let mut at = data_offset;
+        while at < data_offset + data_size {
+            starts.push(at);
+            at += usize::from(u16::from_le_bytes([original[at + 6], original[at + 7]]));
+        }
+        let mut checked = 0;
+        for (index, size) in [
+            (1usize, 4u16),
+            (starts.len() / 2, 0),
+            (starts.len() - 1, 0xfff8),
+        ] {
+            let mut bytes = original.clone();
+            let at = starts[index];
+            bytes[at + 6..at + 8].copy_from_slice(&size.to_le_bytes());
+            let scanned = inspect(&path, &bytes).unwrap();
+            let expected = scanned.damage.expect("the scan sees the damage");
+            let mut reader = PerfDataReader::from_bytes(&path, bytes).unwrap();
+            let mut events = Transcript::default();
+            let stats = reader.read_events(&mut events);
+            assert!(stats.is_partial());
+            let found = stats.damage.expect("the walk sees the damage");
+            assert_eq!(found.offset, expected.offset, "record {index}");
+            assert_eq!(found.what, expected.what, "record {index}");
+            checked += 1;
+        }
+        assert_eq!(checked, 3);
     }
 }
