@@ -195,6 +195,10 @@ pub struct Args {
     #[arg(short, long)]
     pub quiet: bool,
 
+    /// Threads for reading, symbolizing and sorting (default: one per CPU).
+    #[arg(short = 'j', long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
+    pub threads: Option<u16>,
+
     /// Print how long each phase took (open, read, symbolize, render) and the peak memory, on stderr.
     #[arg(long)]
     pub timings: bool,

@@ -49,6 +49,12 @@ fn main() -> ExitCode {
 }
 
 fn run(args: &Args) -> Result<Completeness> {
+    if let Some(threads) = args.threads {
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(usize::from(threads))
+            .build_global()
+            .context("starting the thread pool")?;
+    }
     if let Some(path) = &args.from_folded {
         let stacks = read_folded(path)?;
         if !args.quiet {
@@ -90,7 +96,9 @@ fn run(args: &Args) -> Result<Completeness> {
         recorded_kernel_release: info.os_release.clone(),
     };
     let mut collapser = Collapser::new(collapse_options(args, event_index, max_stack)?);
-    collapser.preload_kernel_symbols(&symbolizer_options);
+    if args.threads != Some(1) {
+        collapser.preload_kernel_symbols(&symbolizer_options);
+    }
     for (path, build_id) in &info.build_ids {
         collapser.add_build_id(path, build_id);
     }
@@ -318,6 +326,7 @@ fn collapse_options(args: &Args, event_index: usize, max_stack: usize) -> Result
             ReturnAddresses::CallSite
         },
         max_stack,
+        counting_thread: args.threads != Some(1),
     })
 }
 

@@ -88,6 +88,9 @@ pub struct CollapseOptions {
     /// or `kernel.perf_event_max_stack`): stacks this deep were cut by the
     /// kernel and are counted as truncated. Default: 127.
     pub max_stack: usize,
+    /// Count identical stacks on a thread of their own while events are
+    /// still arriving, so counting overlaps reading. Default: `true`.
+    pub counting_thread: bool,
 }
 
 impl Default for CollapseOptions {
@@ -99,6 +102,7 @@ impl Default for CollapseOptions {
             idle_filter: Some(IdleFilter::default()),
             return_addresses: ReturnAddresses::CallSite,
             max_stack: 127,
+            counting_thread: true,
         }
     }
 }
@@ -196,12 +200,13 @@ enum KernelPreload {
 impl Collapser {
     /// A collapser with no history.
     pub fn new(options: CollapseOptions) -> Collapser {
+        let counting_thread = options.counting_thread;
         Collapser {
             options,
             model: ProcessModel::new(),
             dsos: Dsos::default(),
             kernel_reference: None,
-            stacks: StackCounter::default(),
+            stacks: StackCounter::new(counting_thread),
             key_buf: Vec::new(),
             thread_keys: Vec::new(),
             thread_key_ids: FxHashMap::default(),

@@ -30,33 +30,55 @@ const INTERRUPT_ENTRY_PATTERN: &str = "^(asm_)?(sysvec_\\w+|common_interrupt|spu
 /// dropped. Patterns match anywhere in the frame name (like `grep -E`).
 #[derive(Clone, Debug)]
 pub struct IdleFilter {
-    idle: Regex,
-    interrupt: Regex,
+    /// The idle pattern, compiled when the first idle-task stack is checked
+    /// (recordings without one never pay for compiling it).
+    idle: LazyRegex,
+}
+
+/// A pattern known to compile, compiled on first use.
+#[derive(Clone, Debug)]
+struct LazyRegex {
+    pattern: std::borrow::Cow<'static, str>,
+    compiled: std::sync::OnceLock<Regex>,
+}
+
+impl LazyRegex {
+    fn get(&self) -> &Regex {
+        self.compiled
+            .get_or_init(|| Regex::new(&self.pattern).expect("checked when the filter was made"))
+    }
+}
+
+/// The interrupt-entry pattern, compiled once per process when needed.
+fn interrupt_entry() -> &'static Regex {
+    static INTERRUPT: std::sync::OnceLock<Regex> = std::sync::OnceLock::new();
+    INTERRUPT.get_or_init(|| {
+        // ASCII classes: kernel names are ASCII, and Unicode `\w` makes the
+        // automaton (and its compile time) many times larger.
+        Regex::new(&format!("(?-u){INTERRUPT_ENTRY_PATTERN}")).expect("interrupt pattern is valid")
+    })
 }
 
 impl Default for IdleFilter {
     fn default() -> IdleFilter {
-        // Compiled once: regexes share their compiled form when cloned.
-        static DEFAULT: std::sync::OnceLock<IdleFilter> = std::sync::OnceLock::new();
-        DEFAULT
-            .get_or_init(|| {
-                IdleFilter::new(DEFAULT_IDLE_PATTERN).expect("default idle pattern is valid")
-            })
-            .clone()
+        IdleFilter {
+            idle: LazyRegex {
+                pattern: format!("(?-u){DEFAULT_IDLE_PATTERN}").into(),
+                compiled: std::sync::OnceLock::new(),
+            },
+        }
     }
 }
 
 impl IdleFilter {
     /// A filter with `idle_pattern` replacing the default idle set.
     pub fn new(idle_pattern: &str) -> Result<IdleFilter, regex::Error> {
-        static INTERRUPT: std::sync::OnceLock<Regex> = std::sync::OnceLock::new();
+        let compiled = Regex::new(idle_pattern)?;
         Ok(IdleFilter {
-            idle: Regex::new(idle_pattern)?,
-            interrupt: INTERRUPT
-                .get_or_init(|| {
-                    Regex::new(INTERRUPT_ENTRY_PATTERN).expect("interrupt pattern is valid")
-                })
-                .clone(),
+            idle: LazyRegex {
+                pattern: idle_pattern.to_owned().into(),
+                compiled: std::sync::OnceLock::from(compiled),
+            },
         })
     }
 
@@ -64,10 +86,12 @@ impl IdleFilter {
     /// annotations) is idle time.
     pub fn is_idle<'a>(&self, frames: impl IntoIterator<Item = &'a str>) -> bool {
         let mut frames = frames.into_iter();
-        if !frames.by_ref().any(|f| self.idle.is_match(f)) {
+        let idle = self.idle.get();
+        if !frames.by_ref().any(|f| idle.is_match(f)) {
             return false;
         }
-        !frames.any(|f| self.interrupt.is_match(f))
+        let interrupt = interrupt_entry();
+        !frames.any(|f| interrupt.is_match(f))
     }
 }
 
@@ -93,5 +117,11 @@ mod tests {
         assert!(filter.is_idle(["main", "my_wait"]));
         assert!(!filter.is_idle(["do_idle", "default_idle"]));
         assert!(IdleFilter::new("(").is_err());
+    }
+
+    #[test]
+    fn ascii_default_patterns_compile() {
+        assert!(Regex::new(&format!("(?-u){DEFAULT_IDLE_PATTERN}")).is_ok());
+        assert!(interrupt_entry().is_match("asm_sysvec_apic_timer_interrupt"));
     }
 }

@@ -68,6 +68,15 @@ impl Worker {
 }
 
 impl StackCounter {
+    /// A counter that moves counting to a thread of its own once there is
+    /// enough to count, if `use_thread`.
+    pub fn new(use_thread: bool) -> StackCounter {
+        StackCounter {
+            no_worker: !use_thread,
+            ..StackCounter::default()
+        }
+    }
+
     /// Counts one sample of `stack` with `weight`.
     pub fn add(&mut self, stack: &[u64], weight: u64) {
         if self.worker.is_none() {

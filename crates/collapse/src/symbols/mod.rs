@@ -8,6 +8,7 @@
 pub mod demangle;
 pub mod elf;
 pub mod kallsyms;
+mod kernel_cache;
 pub mod table;
 
 use std::path::{Path, PathBuf};
@@ -74,12 +75,21 @@ pub struct ObjectSymbols {
     pub perf_map: Option<Vec<u8>>,
 }
 
-/// Kernel symbols being loaded on another thread, so reading /proc/kallsyms
-/// (tens of milliseconds) overlaps reading the recording.
+/// Kernel symbols being loaded on another thread, so reading them
+/// overlaps reading the recording.
 #[derive(Debug)]
 pub struct KernelSymbolsPreload {
     path: PathBuf,
-    handle: std::thread::JoinHandle<Result<Kallsyms, String>>,
+    handle: std::thread::JoinHandle<KernelTables>,
+}
+
+/// Kernel symbol tables loaded so far.
+#[derive(Debug, Default)]
+struct KernelTables {
+    /// The core kernel's part, from the per-boot cache.
+    core: Option<Kallsyms>,
+    /// The whole table, from the kallsyms file.
+    full: Option<Result<Kallsyms, String>>,
 }
 
 impl KernelSymbolsPreload {
@@ -87,10 +97,24 @@ impl KernelSymbolsPreload {
     /// thread could be started (they are then loaded when needed).
     pub fn start(options: &SymbolizerOptions) -> Option<KernelSymbolsPreload> {
         let path = kallsyms_path(options);
+        let cached = uses_cache(options);
         let thread_path = path.clone();
         let handle = std::thread::Builder::new()
             .name("kallsyms".into())
-            .spawn(move || load_kallsyms(&thread_path))
+            .spawn(move || {
+                if cached {
+                    if let Some(core) = kernel_cache::load() {
+                        return KernelTables {
+                            core: Some(core),
+                            full: None,
+                        };
+                    }
+                }
+                KernelTables {
+                    core: None,
+                    full: Some(load_kallsyms(&thread_path, cached)),
+                }
+            })
             .ok()?;
         Some(KernelSymbolsPreload { path, handle })
     }
@@ -103,15 +127,28 @@ fn kallsyms_path(options: &SymbolizerOptions) -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("/proc/kallsyms"))
 }
 
-fn load_kallsyms(path: &Path) -> Result<Kallsyms, String> {
+/// The per-boot cache stands in for this machine's /proc/kallsyms only.
+fn uses_cache(options: &SymbolizerOptions) -> bool {
+    options.kallsyms.is_none() && kernel_cache::enabled()
+}
+
+/// Reads and parses a kallsyms file; with `keep_core`, also caches the core
+/// kernel's part for later runs of this boot.
+fn load_kallsyms(path: &Path, keep_core: bool) -> Result<Kallsyms, String> {
     let text = read_bounded(path, kallsyms::MAX_KALLSYMS_BYTES)
         .map_err(|e| format!("{}: {e}", path.display()))?;
-    Kallsyms::parse(&text).ok_or_else(|| {
+    let kallsyms = Kallsyms::parse(&text).ok_or_else(|| {
         format!(
             "{}: no kernel addresses (kptr_restrict?); kernel frames stay unresolved",
             path.display()
         )
-    })
+    })?;
+    if keep_core {
+        if let Some(core) = kallsyms.core_part() {
+            kernel_cache::store(&core);
+        }
+    }
+    Ok(kallsyms)
 }
 
 /// Kernel relocation reference: the symbol named in the kernel map's path
@@ -129,7 +166,10 @@ pub struct KernelReference {
 pub struct Symbolizer {
     options: SymbolizerOptions,
     kernel_reference: Option<KernelReference>,
+    /// The whole kernel symbol table, loaded when first needed.
     kallsyms: OnceLock<Result<Kallsyms, String>>,
+    /// The core kernel's part from the per-boot cache, if there is one.
+    kernel_core: OnceLock<Option<Kallsyms>>,
 }
 
 impl Symbolizer {
@@ -142,6 +182,7 @@ impl Symbolizer {
             options,
             kernel_reference,
             kallsyms: OnceLock::new(),
+            kernel_core: OnceLock::new(),
         }
     }
 
@@ -183,16 +224,32 @@ impl Symbolizer {
     }
 
     fn kallsyms(&self) -> &Result<Kallsyms, String> {
-        self.kallsyms
-            .get_or_init(|| load_kallsyms(&kallsyms_path(&self.options)))
+        self.kallsyms.get_or_init(|| {
+            load_kallsyms(
+                &kallsyms_path(&self.options),
+                uses_cache(&self.options) && self.kernel_core.get().is_none_or(Option::is_none),
+            )
+        })
+    }
+
+    fn kernel_core(&self) -> Option<&Kallsyms> {
+        self.kernel_core
+            .get_or_init(|| uses_cache(&self.options).then(kernel_cache::load).flatten())
+            .as_ref()
     }
 
     /// Uses kernel symbols loaded ahead of time, if they came from the
     /// file these options name.
     pub fn adopt_kernel_symbols(&self, preload: KernelSymbolsPreload) {
-        if preload.path == kallsyms_path(&self.options) {
-            if let Ok(loaded) = preload.handle.join() {
-                let _ = self.kallsyms.set(loaded);
+        if preload.path != kallsyms_path(&self.options) {
+            return;
+        }
+        if let Ok(tables) = preload.handle.join() {
+            if let Some(core) = tables.core {
+                let _ = self.kernel_core.set(Some(core));
+            }
+            if let Some(full) = tables.full {
+                let _ = self.kallsyms.set(full);
             }
         }
     }
@@ -282,23 +339,36 @@ impl Symbolizer {
     }
 
     fn resolve_kernel(&self, addresses: &[u64]) -> ObjectSymbols {
-        let kallsyms = match self.kallsyms() {
-            Ok(k) => k,
-            Err(e) => return unresolved(addresses, e.clone()),
-        };
         // perf relocates kallsyms by the reference symbol: the kernel may
         // sit elsewhere now (KASLR) than when it was recorded.
-        let delta = self
-            .kernel_reference
-            .as_ref()
-            .and_then(|r| {
-                Some(
-                    kallsyms
-                        .address_of(r.symbol.as_bytes())?
-                        .wrapping_sub(r.address),
-                )
-            })
-            .unwrap_or(0);
+        let delta = |kallsyms: &Kallsyms| {
+            self.kernel_reference
+                .as_ref()
+                .and_then(|r| {
+                    Some(
+                        kallsyms
+                            .address_of(r.symbol.as_bytes())?
+                            .wrapping_sub(r.address),
+                    )
+                })
+                .unwrap_or(0)
+        };
+        // The cached core kernel answers when every address lies in it.
+        let core = self.kernel_core().and_then(|core| {
+            let delta = delta(core);
+            let covers = core.covers()?;
+            addresses
+                .iter()
+                .all(|&a| covers.contains(&a.wrapping_add(delta)))
+                .then_some((core, delta))
+        });
+        let (kallsyms, delta) = match core {
+            Some(found) => found,
+            None => match self.kallsyms() {
+                Ok(k) => (k, delta(k)),
+                Err(e) => return unresolved(addresses, e.clone()),
+            },
+        };
         ObjectSymbols {
             names: addresses
                 .iter()

@@ -51,6 +51,16 @@ pub struct SymbolTableBuilder {
 }
 
 impl SymbolTableBuilder {
+    /// A builder with room for `symbols` symbols and `name_bytes` of names.
+    pub fn with_capacity(symbols: usize, name_bytes: usize) -> SymbolTableBuilder {
+        SymbolTableBuilder {
+            table: SymbolTable {
+                symbols: Vec::with_capacity(symbols),
+                names: Vec::with_capacity(name_bytes),
+            },
+        }
+    }
+
     /// Adds a symbol; `size` 0 means unknown.
     pub fn push(&mut self, start: u64, size: u64, binding: Binding, name: &[u8]) {
         let Ok(name_offset) = u32::try_from(self.table.names.len()) else {
@@ -90,16 +100,23 @@ impl SymbolTableBuilder {
     fn fixup_ends(&mut self, flavor: Flavor) {
         let names = &self.table.names;
         let symbols = &mut self.table.symbols;
+        // perf: a module symbol is one whose name has a `[`.
+        let modules: Vec<bool> = if flavor == Flavor::Kallsyms {
+            symbols
+                .iter()
+                .map(|s| name_of(names, s).contains(&b'['))
+                .collect()
+        } else {
+            Vec::new()
+        };
         for i in 1..symbols.len() {
             let (prev, curr) = (symbols[i - 1], symbols[i]);
             if prev.end == prev.start {
-                let is_module = |s: &Symbol| name_of(names, s).contains(&b'[');
-                symbols[i - 1].end =
-                    if flavor == Flavor::Kallsyms && is_module(&prev) != is_module(&curr) {
-                        round_up_page(prev.end.saturating_add(4096))
-                    } else {
-                        curr.start
-                    };
+                symbols[i - 1].end = if flavor == Flavor::Kallsyms && modules[i - 1] != modules[i] {
+                    round_up_page(prev.end.saturating_add(4096))
+                } else {
+                    curr.start
+                };
             }
         }
         if let Some(last) = symbols.last_mut() {
@@ -112,18 +129,20 @@ impl SymbolTableBuilder {
     fn fixup_duplicates(&mut self) {
         let names = &self.table.names;
         let symbols = &mut self.table.symbols;
-        let mut kept: Vec<Symbol> = Vec::with_capacity(symbols.len());
-        for &sym in symbols.iter() {
-            match kept.last_mut() {
-                Some(prev) if prev.start == sym.start => {
-                    if choose_second(names, prev, &sym) {
-                        *prev = sym;
-                    }
+        // Compacts in place: `kept` symbols stay in `symbols[..kept]`.
+        let mut kept = 0;
+        for i in 0..symbols.len() {
+            let sym = symbols[i];
+            if kept > 0 && symbols[kept - 1].start == sym.start {
+                if choose_second(names, &symbols[kept - 1], &sym) {
+                    symbols[kept - 1] = sym;
                 }
-                _ => kept.push(sym),
+            } else {
+                symbols[kept] = sym;
+                kept += 1;
             }
         }
-        *symbols = kept;
+        symbols.truncate(kept);
     }
 }
 
@@ -165,6 +184,36 @@ fn choose_second(names: &[u8], a: &Symbol, b: &Symbol) -> bool {
 }
 
 impl SymbolTable {
+    /// A table of already built symbols (`start`, `end`, binding, name), as
+    /// [`SymbolTable::iter`] gives them. `None` unless they are sorted by
+    /// start, no end lies before its start, and the names fit in memory.
+    pub fn from_built<'a>(
+        symbols: impl Iterator<Item = (u64, u64, Binding, &'a [u8])>,
+    ) -> Option<SymbolTable> {
+        let mut table = SymbolTable::default();
+        let mut previous_start = 0;
+        for (start, end, binding, name) in symbols {
+            if start < previous_start || end < start {
+                return None;
+            }
+            previous_start = start;
+            table.symbols.push(Symbol {
+                start,
+                end,
+                binding,
+                name_offset: u32::try_from(table.names.len()).ok()?,
+                name_len: u32::try_from(name.len()).ok()?,
+            });
+            table.names.extend_from_slice(name);
+        }
+        Some(table)
+    }
+
+    /// Every symbol with its raw name, in address order.
+    pub fn iter(&self) -> impl Iterator<Item = (&Symbol, &[u8])> {
+        self.symbols.iter().map(|s| (s, name_of(&self.names, s)))
+    }
+
     /// The symbol containing `address`, with its raw name.
     pub fn lookup(&self, address: u64) -> Option<(&Symbol, &[u8])> {
         let pos = self.symbols.partition_point(|s| s.start <= address);
