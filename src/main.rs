@@ -102,7 +102,9 @@ fn run(args: &Args) -> Result<Completeness> {
     for (path, build_id) in &info.build_ids {
         collapser.add_build_id(path, build_id);
     }
-    let read = reader.read_events(&mut collapser);
+    let mut progress = output::ReadProgressLine::new(input, args.quiet);
+    let read = reader.read_events_reporting(&mut collapser, &mut |p| progress.update(p));
+    progress.finish();
     drop(reader);
     timings.phase("read");
     let Collapsed { stacks, stats, .. } = collapser.finish(symbolizer_options);

@@ -126,6 +126,79 @@ impl record::Reporter for StderrReporter {
     }
 }
 
+/// Reading that ends sooner shows no progress line.
+const PROGRESS_FIRST_AFTER: std::time::Duration = std::time::Duration::from_millis(300);
+
+/// A progress line while a recording is read, on a terminal only, and only
+/// once reading has taken long enough to be worth watching.
+pub struct ReadProgressLine {
+    enabled: bool,
+    label: String,
+    first_after: std::time::Duration,
+    started: std::time::Instant,
+    last_shown: Option<std::time::Instant>,
+}
+
+impl ReadProgressLine {
+    /// Shows nothing unless stderr is a terminal and not `quiet`.
+    pub fn new(path: &Path, quiet: bool) -> ReadProgressLine {
+        // FLAMEGRAPH_PERF_PROGRESS_AFTER_MS moves the start (tests use 0).
+        let after = std::env::var("FLAMEGRAPH_PERF_PROGRESS_AFTER_MS")
+            .ok()
+            .and_then(|ms| ms.parse().ok())
+            .map_or(PROGRESS_FIRST_AFTER, std::time::Duration::from_millis);
+        ReadProgressLine {
+            enabled: !quiet && io::stderr().is_terminal(),
+            label: path.display().to_string(),
+            first_after: after,
+            started: std::time::Instant::now(),
+            last_shown: None,
+        }
+    }
+
+    /// Takes a report from the reader.
+    pub fn update(&mut self, progress: collapse::ReadProgress) {
+        const EVERY: std::time::Duration = std::time::Duration::from_millis(200);
+        if !self.enabled {
+            return;
+        }
+        let now = std::time::Instant::now();
+        let due = match self.last_shown {
+            None => now - self.started >= self.first_after,
+            Some(last) => now - last >= EVERY,
+        };
+        if due {
+            eprint!("\r\x1b[K{}", progress_text(&self.label, &progress));
+            self.last_shown = Some(now);
+        }
+    }
+
+    /// Removes the line.
+    pub fn finish(&mut self) {
+        if self.last_shown.take().is_some() {
+            eprint!("\r\x1b[K");
+        }
+    }
+}
+
+/// `flamegraph-perf: reading FILE: 120 of 260 MB (46%), 524288 records`.
+fn progress_text(label: &str, progress: &collapse::ReadProgress) -> String {
+    const MB: f64 = 1e6;
+    match (progress.bytes, progress.total_bytes) {
+        (Some(done), Some(total)) if total > 0 => format!(
+            "flamegraph-perf: reading {label}: {:.0} of {:.0} MB ({}%), {} records",
+            done as f64 / MB,
+            total as f64 / MB,
+            done.saturating_mul(100) / total,
+            progress.records
+        ),
+        _ => format!(
+            "flamegraph-perf: reading {label}: {} records",
+            progress.records
+        ),
+    }
+}
+
 /// The one-line summary of a live recording.
 pub fn print_record_summary(summary: &record::RecordSummary, stats: &CollapseStats) {
     let total = summary.samples + summary.lost;
@@ -374,6 +447,32 @@ impl PhaseTimer {
                 peak_rss_kib() / 1024
             );
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn progress_shows_bytes_when_known() {
+        let known = collapse::ReadProgress {
+            records: 524_288,
+            bytes: Some(120_000_000),
+            total_bytes: Some(260_000_000),
+        };
+        assert_eq!(
+            progress_text("perf.data", &known),
+            "flamegraph-perf: reading perf.data: 120 of 260 MB (46%), 524288 records"
+        );
+        let records_only = collapse::ReadProgress {
+            records: 65_536,
+            ..collapse::ReadProgress::default()
+        };
+        assert_eq!(
+            progress_text("-", &records_only),
+            "flamegraph-perf: reading -: 65536 records"
+        );
     }
 }
 

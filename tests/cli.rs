@@ -239,3 +239,47 @@ fn terminal_stdout_writes_flamegraph_svg() {
     assert!(said.contains("wrote flamegraph.svg"), "{said}");
     assert!(!said.contains("<svg"), "no SVG on the terminal");
 }
+
+#[test]
+fn progress_only_on_a_terminal() {
+    // Piped stderr: no progress line, no terminal control codes.
+    let mut command = binary();
+    command
+        .args(fixture_args("spin"))
+        .env("FLAMEGRAPH_PERF_PROGRESS_AFTER_MS", "0");
+    let output = command.output().unwrap();
+    assert!(output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        !stderr.contains("reading") && !stderr.contains('\x1b'),
+        "{stderr}"
+    );
+
+    let Some(script) = which("script") else {
+        eprintln!("skipped: util-linux `script` (to fake a terminal) is not installed");
+        return;
+    };
+    let dir = tempdir("progress");
+    let args = fixture_args("spin").join(" ");
+    let command = format!(
+        "FLAMEGRAPH_PERF_PROGRESS_AFTER_MS=0 {} {args} > {}/out.svg",
+        env!("CARGO_BIN_EXE_flamegraph-perf"),
+        dir.display()
+    );
+    let output = std::process::Command::new(script)
+        .args(["-qec", &command, "/dev/null"])
+        .output()
+        .unwrap();
+    assert!(output.status.success());
+    let said = String::from_utf8_lossy(&output.stdout);
+    let line = said
+        .split('\r')
+        .find(|part| part.contains(": reading "))
+        .unwrap_or_else(|| panic!("no progress line in {said:?}"));
+    assert!(
+        line.contains("records") && line.contains("(100%)"),
+        "{line:?}"
+    );
+    // The line is cleared before the summary.
+    assert!(said.contains("\r\x1b[Kflamegraph-perf: "), "{said:?}");
+}

@@ -18,7 +18,7 @@ use linux_perf_data::linux_perf_event_reader::{
 use linux_perf_data::{AttributeDescription, Endianness};
 
 use super::layout::{after_records, check_record};
-use super::{Damage, ReadStats};
+use super::{Damage, ReadProgress, ReadStats, PROGRESS_EVERY_RECORDS};
 use crate::event::{event_from_record, EventSink};
 
 const PERF_RECORD_FINISHED_ROUND: u32 = 68;
@@ -60,6 +60,7 @@ pub fn stream(
     attributes: &[AttributeDescription],
     sink: &mut dyn EventSink,
     release: &dyn Fn(std::ops::Range<usize>),
+    progress: &mut dyn FnMut(ReadProgress),
 ) -> Option<ReadStats> {
     let data = section.bytes;
     if section.records_checked && (cfg!(target_endian = "big") || attributes.is_empty()) {
@@ -101,6 +102,7 @@ pub fn stream(
     };
     let mut ready = Vec::new();
     let mut complete_records = 0u64;
+    let mut reported = 0u64;
     let mut damage = None;
     while at < data.len() {
         let header = data.get(at..at + 8);
@@ -142,6 +144,14 @@ pub fn stream(
                 ready.extend(pending.drain(..split));
                 deliver(&mut ready, &mut stats);
                 previous_max = current_max;
+                if stats.records >= reported + PROGRESS_EVERY_RECORDS {
+                    reported = stats.records;
+                    progress(ReadProgress {
+                        records: stats.records,
+                        bytes: Some(at as u64),
+                        total_bytes: Some(data.len() as u64),
+                    });
+                }
                 let oldest = pending.iter().map(|&(_, offset, _)| offset).min();
                 let needed_from = oldest.unwrap_or(at);
                 if needed_from >= released + RELEASE_EVERY {
@@ -182,6 +192,11 @@ pub fn stream(
     pending.sort_unstable_by_key(|&(time, offset, _)| (time, offset));
     deliver(&mut pending, &mut stats);
     stats.damage = damage;
+    progress(ReadProgress {
+        records: stats.records,
+        bytes: Some(at.min(data.len()) as u64),
+        total_bytes: Some(data.len() as u64),
+    });
     Some(stats)
 }
 

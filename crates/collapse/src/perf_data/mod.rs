@@ -189,6 +189,20 @@ pub struct ReadStats {
     pub stopped_early: Option<String>,
 }
 
+/// How far reading has got, for a progress display.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ReadProgress {
+    /// Records read so far.
+    pub records: u64,
+    /// Bytes of the data read so far, when known.
+    pub bytes: Option<u64>,
+    /// Bytes of data in all, when known.
+    pub total_bytes: Option<u64>,
+}
+
+/// Records between two progress reports.
+const PROGRESS_EVERY_RECORDS: u64 = 1 << 16;
+
 impl ReadStats {
     /// True when the graph shows only part of the recording.
     pub fn is_partial(&self) -> bool {
@@ -375,6 +389,16 @@ impl PerfDataReader {
 
     /// Streams every record into `sink`, in time order.
     pub fn read_events(&mut self, sink: &mut dyn EventSink) -> ReadStats {
+        self.read_events_reporting(sink, &mut |_| {})
+    }
+
+    /// [`Self::read_events`], telling `progress` how far it has got every
+    /// few tens of thousands of records.
+    pub fn read_events_reporting(
+        &mut self,
+        sink: &mut dyn EventSink,
+        progress: &mut dyn FnMut(ReadProgress),
+    ) -> ReadStats {
         let direct = self.direct.take().and_then(|(bytes, range)| {
             let start = range.start;
             let section = direct::DataSection {
@@ -383,11 +407,17 @@ impl PerfDataReader {
                 records_checked: self.records_checked,
             };
             let release = |r: std::ops::Range<usize>| bytes.release(start + r.start..start + r.end);
-            direct::stream(section, self.perf_file.event_attributes(), sink, &release)
+            direct::stream(
+                section,
+                self.perf_file.event_attributes(),
+                sink,
+                &release,
+                progress,
+            )
         });
         let mut stats = match direct {
             Some(stats) => stats,
-            None => self.read_with_parser(sink),
+            None => self.read_with_parser(sink, progress),
         };
         stats.damage = stats
             .damage
@@ -401,11 +431,15 @@ impl PerfDataReader {
         stats
     }
 
-    fn read_with_parser(&mut self, sink: &mut dyn EventSink) -> ReadStats {
+    fn read_with_parser(
+        &mut self,
+        sink: &mut dyn EventSink,
+        progress: &mut dyn FnMut(ReadProgress),
+    ) -> ReadStats {
         match &mut self.records {
-            Records::File(iter) => stream(&mut self.perf_file, iter, sink),
-            Records::Bytes(iter) => stream(&mut self.perf_file, iter, sink),
-            Records::Stdin(iter) => stream(&mut self.perf_file, iter, sink),
+            Records::File(iter) => stream(&mut self.perf_file, iter, sink, progress),
+            Records::Bytes(iter) => stream(&mut self.perf_file, iter, sink, progress),
+            Records::Stdin(iter) => stream(&mut self.perf_file, iter, sink, progress),
         }
     }
 }
@@ -421,6 +455,7 @@ fn stream<R: Read>(
     perf_file: &mut PerfFile,
     iter: &mut PerfRecordIter<R>,
     sink: &mut dyn EventSink,
+    progress: &mut dyn FnMut(ReadProgress),
 ) -> ReadStats {
     let mut stats = ReadStats::default();
     let mut callchain = Vec::new();
@@ -435,6 +470,12 @@ fn stream<R: Read>(
             }
         };
         stats.records += 1;
+        if stats.records % PROGRESS_EVERY_RECORDS == 0 {
+            progress(ReadProgress {
+                records: stats.records,
+                ..ReadProgress::default()
+            });
+        }
         if let PerfFileRecord::EventRecord { attr_index, record } = record {
             match event_from_record(&record, attr_index, &mut callchain, &mut names) {
                 Ok(Some(event)) => sink.event(&event),
