@@ -450,6 +450,30 @@ impl PhaseTimer {
     }
 }
 
+fn status_kib(field: &str) -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            status.lines().find_map(|line| {
+                line.strip_prefix(field)?
+                    .trim()
+                    .trim_end_matches("kB")
+                    .trim()
+                    .parse()
+                    .ok()
+            })
+        })
+        .unwrap_or(0)
+}
+
+fn current_rss_kib() -> u64 {
+    status_kib("VmRSS:")
+}
+
+fn peak_rss_kib() -> u64 {
+    status_kib("VmHWM:")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -474,28 +498,4 @@ mod tests {
             "flamegraph-perf: reading -: 65536 records"
         );
     }
-}
-
-fn status_kib(field: &str) -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|status| {
-            status.lines().find_map(|line| {
-                line.strip_prefix(field)?
-                    .trim()
-                    .trim_end_matches("kB")
-                    .trim()
-                    .parse()
-                    .ok()
-            })
-        })
-        .unwrap_or(0)
-}
-
-fn current_rss_kib() -> u64 {
-    status_kib("VmRSS:")
-}
-
-fn peak_rss_kib() -> u64 {
-    status_kib("VmHWM:")
 }
