@@ -18,8 +18,18 @@ use clap::{Parser, ValueEnum};
 /// (the recording is damaged or was cut short); when recording a command,
 /// the command's exit status (128+N if it died of signal N).
 #[derive(Debug, Parser)]
-#[command(name = "flamegraph-perf", version, about, long_about)]
+#[command(
+    name = "flamegraph-perf",
+    version,
+    about,
+    long_about,
+    args_conflicts_with_subcommands = true
+)]
 pub struct Args {
+    /// Something else to do than making one flamegraph.
+    #[command(subcommand)]
+    pub subcommand: Option<Subcommand>,
+
     /// perf.data file to read; `-` reads a pipe-mode stream from stdin.
     #[arg(short = 'i', long = "input", value_name = "FILE")]
     pub input: Option<PathBuf>,
@@ -104,6 +114,95 @@ pub struct Args {
     #[arg(long)]
     pub folded: bool,
 
+    /// No summary on stderr.
+    #[arg(short, long)]
+    pub quiet: bool,
+
+    /// Threads for reading, symbolizing and sorting (default: one per CPU).
+    #[arg(short = 'j', long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
+    pub threads: Option<u16>,
+
+    /// Print how long each phase took (open, read, symbolize, render) and the peak memory, on stderr.
+    #[arg(long)]
+    pub timings: bool,
+
+    /// Also write a JSON summary of the profile to FILE (samples, lost,
+    /// duration, events, top functions, unresolved share; see README).
+    #[arg(long, value_name = "FILE")]
+    pub summary_json: Option<PathBuf>,
+
+    #[command(flatten)]
+    pub read: ReadArgs,
+
+    #[command(flatten)]
+    pub render: RenderArgs,
+}
+
+/// Subcommands.
+#[derive(Debug, clap::Subcommand)]
+pub enum Subcommand {
+    /// Differential flamegraph: AFTER's shape, red where it grew and blue
+    /// where it shrank compared with BEFORE (difffolded.pl semantics).
+    ///
+    /// Each side is a perf.data recording or a folded-stacks file (told
+    /// apart by their first bytes). Symbolization options apply to both
+    /// sides; for recordings from different machines, fold each on its own
+    /// machine (`flamegraph-perf -i perf.data --folded > x.folded`) and
+    /// compare the folded files.
+    ///
+    ///   flamegraph-perf diff before.data after.data > diff.svg
+    Diff(DiffArgs),
+}
+
+/// `flamegraph-perf diff` arguments.
+#[derive(Debug, clap::Args)]
+pub struct DiffArgs {
+    /// The baseline: a perf.data file or folded stacks.
+    #[arg(value_name = "BEFORE")]
+    pub before: PathBuf,
+
+    /// The profile to compare with it: a perf.data file or folded stacks.
+    #[arg(value_name = "AFTER")]
+    pub after: PathBuf,
+
+    /// Scale BEFORE's counts to AFTER's total, to compare recordings of
+    /// different lengths or rates.
+    #[arg(short = 'n', long)]
+    pub normalize: bool,
+
+    /// Draw BEFORE's shape instead (code paths that went away stay
+    /// visible); red still means more samples in AFTER.
+    #[arg(long)]
+    pub negate: bool,
+
+    /// Write one self-contained HTML page with BEFORE, AFTER and the
+    /// difference, whose zoom and search follow each other.
+    #[arg(long, conflicts_with = "folded")]
+    pub side_by_side: bool,
+
+    /// Print `stack before after` lines (difffolded.pl's format) instead
+    /// of a graph.
+    #[arg(long)]
+    pub folded: bool,
+
+    /// No summary on stderr.
+    #[arg(short, long)]
+    pub quiet: bool,
+
+    /// Threads for reading, symbolizing and sorting (default: one per CPU).
+    #[arg(short = 'j', long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
+    pub threads: Option<u16>,
+
+    #[command(flatten)]
+    pub read: ReadArgs,
+
+    #[command(flatten)]
+    pub render: RenderArgs,
+}
+
+/// How recordings are read and folded (shared by every mode).
+#[derive(Debug, clap::Args)]
+pub struct ReadArgs {
     /// Event to sample when recording: cpu-clock (default), task-clock,
     /// cycles, instructions, or a tracepoint subsystem:name (e.g.
     /// sched:sched_switch). With -i: the event to fold when the file has
@@ -154,7 +253,11 @@ pub struct Args {
     /// Show mangled C++/Rust names.
     #[arg(long)]
     pub no_demangle: bool,
+}
 
+/// How the graph is drawn (shared by every mode).
+#[derive(Debug, clap::Args)]
+pub struct RenderArgs {
     /// Graph title (default: the recording's hostname).
     #[arg(long)]
     pub title: Option<String>,
@@ -190,18 +293,6 @@ pub struct Args {
     /// Name of the counted unit in tooltips (default: samples, or ns for --weight period).
     #[arg(long, value_name = "NAME")]
     pub countname: Option<String>,
-
-    /// No summary on stderr.
-    #[arg(short, long)]
-    pub quiet: bool,
-
-    /// Threads for reading, symbolizing and sorting (default: one per CPU).
-    #[arg(short = 'j', long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
-    pub threads: Option<u16>,
-
-    /// Print how long each phase took (open, read, symbolize, render) and the peak memory, on stderr.
-    #[arg(long)]
-    pub timings: bool,
 }
 
 /// `--weight` values.

@@ -2,8 +2,10 @@
 //! rendering. All real work lives in the workspace crates.
 
 mod cli;
+mod diff;
 mod jvm;
 mod output;
+mod summary;
 
 use std::io::{self, BufReader, IsTerminal};
 use std::path::Path;
@@ -12,10 +14,10 @@ use std::process::ExitCode;
 use anyhow::{bail, Context, Result};
 use clap::Parser;
 
-use cli::{Args, WeightArg};
+use cli::{Args, ReadArgs, Subcommand, WeightArg};
 use collapse::{
-    CollapseOptions, Collapsed, Collapser, IdleFilter, PerfDataReader, ReturnAddresses, RootFrame,
-    SymbolizerOptions, Weight,
+    CollapseOptions, CollapseStats, Collapsed, Collapser, IdleFilter, PerfDataReader, ReadStats,
+    RecordingInfo, ReturnAddresses, RootFrame, SymbolizerOptions, Weight,
 };
 use folded::FoldedStacks;
 
@@ -49,11 +51,18 @@ fn main() -> ExitCode {
 }
 
 fn run(args: &Args) -> Result<Completeness> {
-    if let Some(threads) = args.threads {
+    let threads = match &args.subcommand {
+        Some(Subcommand::Diff(diff)) => diff.threads,
+        None => args.threads,
+    };
+    if let Some(threads) = threads {
         rayon::ThreadPoolBuilder::new()
             .num_threads(usize::from(threads))
             .build_global()
             .context("starting the thread pool")?;
+    }
+    if let Some(Subcommand::Diff(diff)) = &args.subcommand {
+        return diff::run(diff);
     }
     if let Some(path) = &args.from_folded {
         let stacks = read_folded(path)?;
@@ -64,6 +73,14 @@ fn run(args: &Args) -> Result<Completeness> {
                 stacks.len(),
                 stacks.total()
             );
+        }
+        if let Some(json) = &args.summary_json {
+            let facts = summary::Facts {
+                input: Some(path),
+                samples: stacks.total(),
+                ..summary::Facts::default()
+            };
+            summary::write(json, &facts, &stacks)?;
         }
         output::write(args, &stacks, &this_hostname())?;
         return Ok(Completeness::Complete);
@@ -76,10 +93,84 @@ fn run(args: &Args) -> Result<Completeness> {
         bail!("-i reads an existing recording; -a, -p, -o and a command are for recording");
     }
     let mut timings = output::PhaseTimer::new(args.timings);
+    let recording = read_recording(input, &args.read, args.threads, args.quiet, &mut timings)?;
+    if recording.stacks.is_empty() {
+        bail!(
+            "{}: no samples of {} to show{}",
+            input.display(),
+            recording.event_name,
+            if recording.stats.idle_samples > 0 {
+                format!(
+                    " ({} idle samples dropped; --keep-idle shows them)",
+                    recording.stats.idle_samples
+                )
+            } else {
+                String::new()
+            }
+        );
+    }
+    if let Some(json) = &args.summary_json {
+        summary::write(json, &recording.facts(input), &recording.stacks)?;
+    }
+    let hostname = recording
+        .info
+        .hostname
+        .clone()
+        .unwrap_or_else(this_hostname);
+    output::write(args, &recording.stacks, &hostname)?;
+    timings.phase("render");
+    timings.finish();
+    Ok(if recording.read.is_partial() {
+        Completeness::Partial
+    } else {
+        Completeness::Complete
+    })
+}
+
+/// A perf.data file, read, symbolized and folded.
+struct Recording {
+    stacks: FoldedStacks,
+    stats: CollapseStats,
+    read: ReadStats,
+    info: RecordingInfo,
+    event_name: String,
+}
+
+impl Recording {
+    fn facts<'a>(&'a self, input: &'a Path) -> summary::Facts<'a> {
+        summary::Facts {
+            input: Some(input),
+            hostname: self.info.hostname.as_deref(),
+            event: Some(&self.event_name),
+            events: self.info.events.iter().map(|e| e.name.as_str()).collect(),
+            samples: self.stats.samples,
+            lost_samples: self.stats.lost_samples,
+            lost_records: self.stats.lost_records,
+            duration_seconds: self
+                .stats
+                .sample_time_range
+                .map(|(first, last)| (last - first) as f64 / 1e9),
+            idle_samples: self.stats.idle_samples,
+            unresolved_frames: self.stats.unresolved_frames,
+            frames: self.stats.frames,
+            partial: self.read.is_partial(),
+        }
+    }
+}
+
+/// Reads `input` and folds its samples, printing the summary and any
+/// warnings about damage on stderr (unless `quiet`, for the summary).
+fn read_recording(
+    input: &Path,
+    args: &ReadArgs,
+    threads: Option<u16>,
+    quiet: bool,
+    timings: &mut output::PhaseTimer,
+) -> Result<Recording> {
     let mut reader = PerfDataReader::open(input)?;
     timings.phase("open");
     let info = reader.info().clone();
-    let event_index = choose_event(args, &info)?;
+    let event_index = choose_event(args, quiet, &info)?;
     let max_stack = info
         .events
         .get(event_index)
@@ -95,14 +186,14 @@ fn run(args: &Args) -> Result<Completeness> {
         live_processes: false,
         recorded_kernel_release: info.os_release.clone(),
     };
-    let mut collapser = Collapser::new(collapse_options(args, event_index, max_stack)?);
-    if args.threads != Some(1) {
+    let mut collapser = Collapser::new(collapse_options(args, threads, event_index, max_stack)?);
+    if threads != Some(1) {
         collapser.preload_kernel_symbols(&symbolizer_options);
     }
     for (path, build_id) in &info.build_ids {
         collapser.add_build_id(path, build_id);
     }
-    let mut progress = output::ReadProgressLine::new(input, args.quiet);
+    let mut progress = output::ReadProgressLine::new(input, quiet);
     let read = reader.read_events_reporting(&mut collapser, &mut |p| progress.update(p));
     progress.finish();
     drop(reader);
@@ -110,9 +201,9 @@ fn run(args: &Args) -> Result<Completeness> {
     let Collapsed { stacks, stats, .. } = collapser.finish(symbolizer_options);
     timings.phase("symbolize+fold");
     timings.steps(&stats.steps);
-    let event_name = &info.events[event_index].name;
-    if !args.quiet {
-        output::print_summary(input, event_name, &read, &stats);
+    let event_name = info.events[event_index].name.clone();
+    if !quiet {
+        output::print_summary(input, &event_name, &read, &stats);
     }
     if let Some(damage) = &read.damage {
         eprintln!(
@@ -130,28 +221,12 @@ fn run(args: &Args) -> Result<Completeness> {
             stats.samples
         );
     }
-    if stacks.is_empty() {
-        bail!(
-            "{}: no samples of {event_name} to show{}",
-            input.display(),
-            if stats.idle_samples > 0 {
-                format!(
-                    " ({} idle samples dropped; --keep-idle shows them)",
-                    stats.idle_samples
-                )
-            } else {
-                String::new()
-            }
-        );
-    }
-    let hostname = info.hostname.clone().unwrap_or_else(this_hostname);
-    output::write(args, &stacks, &hostname)?;
-    timings.phase("render");
-    timings.finish();
-    Ok(if read.is_partial() {
-        Completeness::Partial
-    } else {
-        Completeness::Complete
+    Ok(Recording {
+        stacks,
+        stats,
+        read,
+        info,
+        event_name,
     })
 }
 
@@ -175,14 +250,23 @@ fn record_live(args: &Args) -> Result<Completeness> {
             )]
         },
         cpus,
-        event: args.event.clone().unwrap_or_else(|| "cpu-clock".to_owned()),
+        event: args
+            .read
+            .event
+            .clone()
+            .unwrap_or_else(|| "cpu-clock".to_owned()),
         frequency: args.frequency,
         callchains: args.callchains,
         mmap_pages: args.mmap_pages,
         output: args.output.clone(),
         duration: None,
     };
-    let mut collapser = Collapser::new(collapse_options(args, 0, kernel_max_stack())?);
+    let mut collapser = Collapser::new(collapse_options(
+        &args.read,
+        args.threads,
+        0,
+        kernel_max_stack(),
+    )?);
     let mut reporter = output::StderrReporter::new(args.quiet);
     let summary = record::record(
         &options,
@@ -200,10 +284,10 @@ fn record_live(args: &Args) -> Result<Completeness> {
         stats,
         perf_maps,
     } = collapser.finish(SymbolizerOptions {
-        symfs: args.symfs.clone(),
-        kallsyms: args.kallsyms.clone(),
-        inline: args.inline,
-        no_demangle: args.no_demangle,
+        symfs: args.read.symfs.clone(),
+        kallsyms: args.read.kallsyms.clone(),
+        inline: args.read.inline,
+        no_demangle: args.read.no_demangle,
         perf_map_dirs: Vec::new(),
         live_processes: true,
         recorded_kernel_release: None,
@@ -240,6 +324,23 @@ fn record_live(args: &Args) -> Result<Completeness> {
             }
         );
     }
+    if let Some(json) = &args.summary_json {
+        let facts = summary::Facts {
+            input: None,
+            hostname: Some(&hostname),
+            event: Some(&summary.event_name),
+            events: vec![summary.event_name.as_str()],
+            samples: stats.samples,
+            lost_samples: summary.lost,
+            lost_records: stats.lost_records,
+            duration_seconds: Some(summary.duration.as_secs_f64()),
+            idle_samples: stats.idle_samples,
+            unresolved_frames: stats.unresolved_frames,
+            frames: stats.frames,
+            partial: false,
+        };
+        summary::write(json, &facts, &stacks)?;
+    }
     output::write(args, &stacks, &hostname)?;
     Ok(match summary.command_status {
         Some(status) if status != 0 => Completeness::Command(status),
@@ -247,7 +348,7 @@ fn record_live(args: &Args) -> Result<Completeness> {
     })
 }
 
-fn read_folded(path: &Path) -> Result<FoldedStacks> {
+pub(crate) fn read_folded(path: &Path) -> Result<FoldedStacks> {
     let stacks = if path == Path::new("-") {
         let stdin = io::stdin();
         if stdin.is_terminal() {
@@ -265,7 +366,7 @@ fn read_folded(path: &Path) -> Result<FoldedStacks> {
     Ok(stacks)
 }
 
-fn choose_event(args: &Args, info: &collapse::RecordingInfo) -> Result<usize> {
+fn choose_event(args: &ReadArgs, quiet: bool, info: &RecordingInfo) -> Result<usize> {
     let sampled = info.sampled_events();
     let names = || {
         sampled
@@ -289,7 +390,7 @@ fn choose_event(args: &Args, info: &collapse::RecordingInfo) -> Result<usize> {
             info.path.display()
         );
     };
-    if sampled.len() > 1 && !args.quiet {
+    if sampled.len() > 1 && !quiet {
         eprintln!(
             "flamegraph-perf: {}: several events ({}); showing {}, choose another with --event NAME",
             info.path.display(),
@@ -300,7 +401,12 @@ fn choose_event(args: &Args, info: &collapse::RecordingInfo) -> Result<usize> {
     Ok(first)
 }
 
-fn collapse_options(args: &Args, event_index: usize, max_stack: usize) -> Result<CollapseOptions> {
+fn collapse_options(
+    args: &ReadArgs,
+    threads: Option<u16>,
+    event_index: usize,
+    max_stack: usize,
+) -> Result<CollapseOptions> {
     let idle_filter = if args.keep_idle {
         None
     } else if let Some(pattern) = &args.idle_regex {
@@ -328,7 +434,7 @@ fn collapse_options(args: &Args, event_index: usize, max_stack: usize) -> Result
             ReturnAddresses::CallSite
         },
         max_stack,
-        counting_thread: args.threads != Some(1),
+        counting_thread: threads != Some(1),
     })
 }
 
@@ -340,7 +446,7 @@ fn kernel_max_stack() -> usize {
         .unwrap_or(127)
 }
 
-fn this_hostname() -> String {
+pub(crate) fn this_hostname() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|h| h.trim().to_owned())
         .ok()

@@ -7,7 +7,7 @@ use std::path::Path;
 
 use anyhow::{Context, Result};
 
-use crate::cli::{Args, WeightArg};
+use crate::cli::{Args, RenderArgs, WeightArg};
 use collapse::{CollapseStats, ReadStats};
 use folded::FoldedStacks;
 
@@ -26,7 +26,8 @@ pub fn is_broken_pipe(error: &anyhow::Error) -> bool {
     })
 }
 
-fn render_options(args: &Args, hostname: &str) -> render::Options {
+/// The renderer's options for these arguments; `hostname` is the default title.
+pub fn render_options(args: &RenderArgs, weight: WeightArg, hostname: &str) -> render::Options {
     render::Options {
         title: args.title.clone().unwrap_or_else(|| hostname.to_owned()),
         subtitle: args.subtitle.clone(),
@@ -37,7 +38,7 @@ fn render_options(args: &Args, hostname: &str) -> render::Options {
         reverse: args.reverse,
         inverted: args.inverted,
         count_name: args.countname.clone().unwrap_or_else(|| {
-            match args.weight {
+            match weight {
                 WeightArg::Samples => "samples",
                 WeightArg::Period => "ns",
             }
@@ -48,33 +49,41 @@ fn render_options(args: &Args, hostname: &str) -> render::Options {
 
 /// Writes folded text or the SVG, as the arguments ask.
 pub fn write(args: &Args, stacks: &FoldedStacks, hostname: &str) -> Result<()> {
-    let stdout = io::stdout();
     if args.folded {
-        let mut out = BufWriter::with_capacity(1 << 16, stdout.lock());
-        stacks
-            .write_folded(&mut out)
-            .context("writing folded stacks")?;
-        return Ok(());
+        return emit(None, "folded stacks", |out| stacks.write_folded(out));
     }
-    let options = render_options(args, hostname);
-    let render = |out: &mut dyn Write| -> Result<(), render::RenderError> {
+    let options = render_options(&args.render, args.read.weight, hostname);
+    emit(Some(Path::new(TERMINAL_SVG_PATH)), "SVG", |out| {
         if stacks.is_empty() {
             render::render_empty(&options, "No samples were recorded", out)
         } else {
             render::render_svg(stacks, &options, out)
         }
-    };
-    if stdout.is_terminal() {
-        write_file_replacing(Path::new(TERMINAL_SVG_PATH), |out| {
-            render(out).map_err(io::Error::other)
-        })
-        .with_context(|| format!("writing {TERMINAL_SVG_PATH}"))?;
-        eprintln!("flamegraph-perf: stdout is a terminal; wrote {TERMINAL_SVG_PATH}");
+        .map_err(io::Error::other)
+    })
+}
+
+/// Runs `write` on stdout, buffered; when stdout is a terminal and there is
+/// a `terminal_path`, on that file instead (replaced atomically), and says so.
+pub fn emit(
+    terminal_path: Option<&Path>,
+    what: &str,
+    write: impl FnOnce(&mut dyn Write) -> io::Result<()>,
+) -> Result<()> {
+    let stdout = io::stdout();
+    if let Some(path) = terminal_path.filter(|_| stdout.is_terminal()) {
+        write_file_replacing(path, |out| write(out))
+            .with_context(|| format!("writing {}", path.display()))?;
+        eprintln!(
+            "flamegraph-perf: stdout is a terminal; wrote {}",
+            path.display()
+        );
         return Ok(());
     }
     let mut out = BufWriter::with_capacity(1 << 16, stdout.lock());
-    render(&mut out).context("writing SVG")?;
-    out.flush().context("writing SVG")?;
+    write(&mut out)
+        .and_then(|()| out.flush())
+        .with_context(|| format!("writing {what}"))?;
     Ok(())
 }
 
@@ -417,9 +426,10 @@ impl PhaseTimer {
         if self.enabled {
             let now = std::time::Instant::now();
             eprintln!(
-                "flamegraph-perf: timing: {name:<26} {:>8.3} s  (rss {} MiB)",
+                "flamegraph-perf: timing: {name:<26} {:>8.3} s  (rss {} MiB, peak so far {} MiB)",
                 (now - self.last).as_secs_f64(),
-                current_rss_kib() / 1024
+                current_rss_kib() / 1024,
+                peak_rss_kib() / 1024
             );
             self.last = now;
         }

@@ -143,6 +143,9 @@ pub struct CollapseStats {
     pub truncated_stacks: u64,
     /// One line per code object that could not be symbolized.
     pub object_problems: Vec<String>,
+    /// Timestamp (ns, the recording's clock) of the first and the last
+    /// sample of the folded event, when samples carry times.
+    pub sample_time_range: Option<(u64, u64)>,
     /// Wall time of each step of [`Collapser::finish`], in order.
     pub steps: Vec<(&'static str, std::time::Duration)>,
 }
@@ -274,6 +277,11 @@ impl Collapser {
             return;
         }
         self.stats.samples += 1;
+        if let Some(time) = sample.time {
+            let range = self.stats.sample_time_range.get_or_insert((time, time));
+            range.0 = range.0.min(time);
+            range.1 = range.1.max(time);
+        }
         let weight = match self.options.weight {
             Weight::Samples => 1,
             Weight::Period => sample.period.unwrap_or(1),
@@ -360,44 +368,50 @@ impl Collapser {
 
         // 1. Raw addresses → (object, lookup address), each distinct pair
         //    once; parts of the stacks on all cores, their frame ids merged.
+        //    Each stack's frame ids overwrite its addresses in place (there
+        //    are never more), so no second copy of the stacks exists.
         let kernel_dso = dsos.kernel();
         let call_sites = options.return_addresses == ReturnAddresses::CallSite;
-        let entries: Vec<(&[u64], (u64, u64))> = stacks.iter().map(|(k, &v)| (k, v)).collect();
+        let (mut items, mut entries) = stacks.into_parts();
+        entries.sort_unstable_by_key(|&(start, _, _)| start);
         let part_len = entries
             .len()
             .div_ceil(rayon::current_num_threads())
             .max(1 << 12);
-        let mut parts: Vec<ResolvedPart> = entries
-            .par_chunks(part_len)
-            .map(|part| ResolvedPart::resolve(part, &model, &dsos, kernel_dso, call_sites))
-            .collect();
-        drop(entries);
-        drop(stacks);
-        let mut frame_ids: FxHashMap<(DsoId, u64), u32> = FxHashMap::default();
-        let mut frames: Vec<(DsoId, u64)> = Vec::new();
-        let renumberings: Vec<Vec<u32>> = parts
-            .iter_mut()
-            .map(|part| {
-                stats.cut_user_chains += part.cut_user_chains;
-                std::mem::take(&mut part.frames)
-                    .into_iter()
-                    .map(|frame| {
-                        *frame_ids.entry(frame).or_insert_with(|| {
-                            frames.push(frame);
-                            frames.len() as u32 - 1
-                        })
-                    })
-                    .collect()
+        let mut jobs: Vec<(&[RawStackEntry], &mut [u64], usize)> = Vec::new();
+        let mut rest: &mut [u64] = &mut items;
+        let mut consumed = 0;
+        for part in entries.chunks(part_len) {
+            let end = part
+                .last()
+                .map_or(consumed, |&(start, len, _)| start + len as usize);
+            let (mine, tail) = std::mem::take(&mut rest).split_at_mut(end - consumed);
+            jobs.push((part, mine, consumed));
+            rest = tail;
+            consumed = end;
+        }
+        let mut parts: Vec<ResolvedPart> = jobs
+            .into_par_iter()
+            .map(|(part, items, offset)| {
+                ResolvedPart::resolve(part, items, offset, &model, &dsos, kernel_dso, call_sites)
             })
             .collect();
-        parts
-            .par_iter_mut()
-            .zip(&renumberings)
-            .for_each(|(part, global)| {
-                for frame in &mut part.flat_frames {
-                    *frame = global[*frame as usize];
-                }
-            });
+        drop(entries);
+        let items = PackedFrameIds::pack(items, &mut parts);
+        let mut frame_ids: FxHashMap<(DsoId, u64), u32> = FxHashMap::default();
+        let mut frames: Vec<(DsoId, u64)> = Vec::new();
+        for part in &mut parts {
+            stats.cut_user_chains += part.cut_user_chains;
+            part.renumbering = std::mem::take(&mut part.frames)
+                .into_iter()
+                .map(|frame| {
+                    *frame_ids.entry(frame).or_insert_with(|| {
+                        frames.push(frame);
+                        frames.len() as u32 - 1
+                    })
+                })
+                .collect();
+        }
         clock.lap(&mut stats, "map addresses to objects");
 
         // 2. Symbolize each object's addresses, objects in parallel.
@@ -539,10 +553,12 @@ impl Collapser {
             frame_names: &frame_names,
             names: &folded,
             idle_filter: options.idle_filter.as_ref(),
+            frame_ids: &items,
         };
         let folded_parts: Vec<(StackList, CollapseStats)> =
             parts.par_iter().map(|part| context.fold(part)).collect();
         drop(parts);
+        drop(items);
         for (list, part_stats) in folded_parts {
             folded.append(list);
             stats.idle_samples += part_stats.idle_samples;
@@ -572,22 +588,33 @@ impl Collapser {
     }
 }
 
+/// A raw stack in the counted stacks' buffer: start, length (thread key
+/// first, then addresses) and (samples, weight).
+type RawStackEntry = (usize, u32, (u64, u64));
+
 /// Stacks of one part of the raw stacks, as indices of distinct frames
-/// (object, lookup address) local to the part.
+/// (object, lookup address) local to the part. The indices themselves are
+/// in the raw stacks' buffer, where the addresses were.
 struct ResolvedPart {
-    /// The part's distinct frames.
+    /// The part's distinct frames (emptied once merged).
     frames: Vec<(DsoId, u64)>,
-    /// Frame indices of all stacks, leaf first, back to back.
-    flat_frames: Vec<u32>,
-    /// Per stack: thread key, samples, weight, range in `flat_frames`.
-    stacks: Vec<(u32, u64, u64, std::ops::Range<usize>)>,
+    /// Local frame index → global frame index, once merged.
+    renumbering: Vec<u32>,
+    /// Per stack: thread key, samples, weight, and where its frame
+    /// indices (leaf first) are in the buffer.
+    stacks: Vec<(u32, u64, u64, u32, u32)>,
     /// Samples whose user chain was cut where it left mapped code.
     cut_user_chains: u64,
 }
 
 impl ResolvedPart {
+    /// Resolves the raw stacks `entries` (`(start, len, (samples, weight))`
+    /// in the whole buffer, of which `items` is the part from `offset` on),
+    /// writing each stack's frame indices over its addresses.
     fn resolve(
-        entries: &[(&[u64], (u64, u64))],
+        entries: &[RawStackEntry],
+        items: &mut [u64],
+        offset: usize,
         model: &ProcessModel,
         dsos: &Dsos,
         kernel_dso: DsoId,
@@ -602,25 +629,69 @@ impl ResolvedPart {
             frames: Vec::new(),
             cache: vec![CacheEntry::EMPTY; 1 << RESOLVE_CACHE_BITS],
         };
-        let total_entries: usize = entries.iter().map(|(key, _)| key.len()).sum();
-        let mut flat_frames = Vec::with_capacity(total_entries);
         let mut stacks = Vec::with_capacity(entries.len());
         let mut cut_user_chains = 0;
-        for &(key, (samples, weight)) in entries {
-            let thread = (key[0] >> 32) as u32;
-            let version = key[0] as u32 as MapVersion;
-            let start = flat_frames.len();
-            if resolver.resolve_chain(version, &key[1..], &mut flat_frames) {
+        let mut resolved: Vec<u32> = Vec::new();
+        for &(start, len, (samples, weight)) in entries {
+            let raw = &mut items[start - offset..start - offset + len as usize];
+            let thread = (raw[0] >> 32) as u32;
+            let version = raw[0] as u32 as MapVersion;
+            resolved.clear();
+            if resolver.resolve_chain(version, &raw[1..], &mut resolved) {
                 cut_user_chains += samples;
             }
-            stacks.push((thread, samples, weight, start..flat_frames.len()));
+            debug_assert!(resolved.len() < raw.len());
+            for (slot, &frame) in raw.iter_mut().zip(&resolved) {
+                *slot = u64::from(frame);
+            }
+            let start = u32::try_from(start).expect("stack buffer under 2^32 items");
+            stacks.push((thread, samples, weight, start, resolved.len() as u32));
         }
         ResolvedPart {
             frames: resolver.frames,
-            flat_frames,
+            renumbering: Vec::new(),
             stacks,
             cut_user_chains,
         }
+    }
+}
+
+/// The resolved parts' frame indices, two per word, packed at the start of
+/// the buffer that held the raw stacks.
+struct PackedFrameIds {
+    words: Vec<u64>,
+}
+
+impl PackedFrameIds {
+    /// Packs each stack's frame indices (one per word at its start in
+    /// `items`) to consecutive 32-bit halves, rewrites the stacks' starts
+    /// to match, and gives back the rest of the buffer. In place: index `k`
+    /// goes to word `k / 2`, never past the word being read (a stack has at
+    /// least one word more than frames, the thread key).
+    fn pack(mut items: Vec<u64>, parts: &mut [ResolvedPart]) -> PackedFrameIds {
+        let mut k: usize = 0;
+        for part in parts.iter_mut() {
+            for stack in &mut part.stacks {
+                let (start, len) = (stack.3 as usize, stack.4 as usize);
+                stack.3 = u32::try_from(k).expect("under 2^32 frames");
+                for i in start..start + len {
+                    let id = items[i] & 0xffff_ffff;
+                    if k & 1 == 0 {
+                        items[k / 2] = id;
+                    } else {
+                        items[k / 2] |= id << 32;
+                    }
+                    k += 1;
+                }
+            }
+        }
+        items.truncate(k.div_ceil(2));
+        items.shrink_to_fit();
+        PackedFrameIds { words: items }
+    }
+
+    fn get(&self, k: u32) -> u32 {
+        (self.words[k as usize / 2] >> (32 * (k % 2))) as u32
     }
 }
 
@@ -657,23 +728,24 @@ struct FoldContext<'a> {
     frame_names: &'a FrameNames,
     names: &'a FoldedStacksBuilder,
     idle_filter: Option<&'a IdleFilter>,
+    /// The stacks' local frame indices (see [`ResolvedPart`]).
+    frame_ids: &'a PackedFrameIds,
 }
 
 impl FoldContext<'_> {
     /// The part's stacks with names, and the counts they add to the stats.
     fn fold(&self, part: &ResolvedPart) -> (StackList, CollapseStats) {
-        let mut list = StackList::with_capacity(
-            part.stacks.len(),
-            part.flat_frames.len() + part.stacks.len(),
-        );
+        let frame_count: usize = part.stacks.iter().map(|s| s.4 as usize).sum();
+        let mut list = StackList::with_capacity(part.stacks.len(), frame_count + part.stacks.len());
         let mut stats = CollapseStats::default();
         let mut stack: Vec<FrameId> = Vec::new();
-        for (thread, samples, weight, range) in part.stacks.iter().cloned() {
+        for &(thread, samples, weight, start, len) in &part.stacks {
             let key = self.thread_keys[thread as usize];
             stack.clear();
             stack.push(self.roots[thread as usize]);
             let (mut unresolved, mut jit, mut unresolved_jit) = (0u64, 0u64, 0u64);
-            for &frame in part.flat_frames[range].iter().rev() {
+            for k in (start..start + len).rev() {
+                let frame = part.renumbering[self.frame_ids.get(k) as usize];
                 let (start, len, is_unresolved, is_jit) = self.frame_names.frames[frame as usize];
                 let count = u64::from(len);
                 unresolved += u64::from(is_unresolved) * count;

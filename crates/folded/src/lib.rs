@@ -7,6 +7,7 @@
 //! produced or parsed only at the edges, by [`FoldedStacks::write_folded`] and
 //! [`FoldedStacks::parse`].
 
+pub mod diff;
 pub mod seq_table;
 
 use std::borrow::Cow;
@@ -14,6 +15,7 @@ use std::cmp::Ordering;
 use std::collections::HashMap;
 use std::hash::BuildHasherDefault;
 
+pub use diff::{DiffLine, DiffOptions, DiffStacks};
 use seq_table::SeqTable;
 
 type FxHashMap<K, V> = HashMap<K, V, BuildHasherDefault<rustc_hash::FxHasher>>;

@@ -143,6 +143,18 @@ impl<T: Copy + Eq + Hash, V> SeqTable<T, V> {
         self.entries.iter().map(|e| (self.slice(e), &e.value))
     }
 
+    /// The buffer and each sequence's `(start, len, value)` in it, in
+    /// insertion order; the index is freed. For consumers that rewrite the
+    /// sequences in place.
+    pub fn into_parts(self) -> (Vec<T>, Vec<(usize, u32, V)>) {
+        let entries = self
+            .entries
+            .into_iter()
+            .map(|e| (e.start, e.len, e.value))
+            .collect();
+        (self.items, entries)
+    }
+
     /// Number of sequences.
     pub fn len(&self) -> usize {
         self.entries.len()

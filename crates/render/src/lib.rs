@@ -13,6 +13,12 @@ use std::str::FromStr;
 use flamegraph_perf_folded::{sanitize_name, FoldedStacks, FrameId};
 use inferno::flamegraph::{self, color::Palette, Direction};
 
+mod diff;
+mod side_by_side;
+
+pub use diff::{render_diff_svg, DiffView};
+pub use side_by_side::{render_side_by_side, SideBySide};
+
 /// How to draw the flamegraph. Defaults follow the seed pipeline
 /// (`flamegraph.pl --colors=java --hash`).
 #[derive(Clone, Debug)]
@@ -87,6 +93,22 @@ pub fn render_svg<W: Write>(
     if stacks.is_empty() {
         return Err(RenderError::NoStacks);
     }
+    let mut inferno_options = inferno_options(options)?;
+    let lines = visible_lines(stacks, options.reverse, options.min_width);
+    // The lines are in inferno's order already, but cut stacks break its
+    // sortedness check; its flame-chart mode takes lines in the given
+    // (reversed) order without that check and is otherwise the same.
+    inferno_options.flame_chart = true;
+    flamegraph::from_lines(
+        &mut inferno_options,
+        lines.iter().rev().map(String::as_str),
+        out,
+    )?;
+    Ok(())
+}
+
+/// inferno's options for `options`, checked.
+fn inferno_options(options: &Options) -> Result<flamegraph::Options<'static>, RenderError> {
     let palette = Palette::from_str(&options.colors)
         .map_err(|_| RenderError::UnknownPalette(options.colors.clone()))?;
     if !(options.min_width.is_finite() && options.min_width >= 0.0) {
@@ -116,17 +138,7 @@ pub fn render_svg<W: Write>(
             inferno_options.title = "Icicle Graph".to_owned();
         }
     }
-    let lines = visible_lines(stacks, options.reverse, options.min_width);
-    // The lines are in inferno's order already, but cut stacks break its
-    // sortedness check; its flame-chart mode takes lines in the given
-    // (reversed) order without that check and is otherwise the same.
-    inferno_options.flame_chart = true;
-    flamegraph::from_lines(
-        &mut inferno_options,
-        lines.iter().rev().map(String::as_str),
-        out,
-    )?;
-    Ok(())
+    Ok(inferno_options)
 }
 
 /// Writes a valid SVG of the graph's size that shows `message` instead of
