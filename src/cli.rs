@@ -303,3 +303,28 @@ pub enum WeightArg {
     /// Sum of sample periods (ns for cpu-clock).
     Period,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn argument_definitions_are_consistent() {
+        Args::command().debug_assert();
+    }
+
+    #[test]
+    fn diff_is_a_subcommand_and_commands_still_follow_double_dash() {
+        let args = Args::try_parse_from(["fgp", "diff", "-n", "a.data", "b.folded"]).unwrap();
+        let Some(Subcommand::Diff(diff)) = args.subcommand else {
+            panic!("diff subcommand");
+        };
+        assert!(diff.normalize);
+        assert_eq!(diff.after, PathBuf::from("b.folded"));
+        let args = Args::try_parse_from(["fgp", "-g", "--", "diff", "x"]).unwrap();
+        assert!(args.subcommand.is_none());
+        assert_eq!(args.command, ["diff", "x"]);
+        assert!(Args::try_parse_from(["fgp", "-i", "x.data", "diff", "a", "b"]).is_err());
+    }
+}
