@@ -34,7 +34,7 @@ pub fn run(args: &DiffArgs) -> Result<Completeness> {
                 String::new()
             },
             after.total(),
-            diff.lines().len()
+            diff.len()
         );
     }
     let label = |path: &Path| path.display().to_string();

@@ -1,9 +1,8 @@
 //! Two profiles' stacks side by side, as difffolded.pl pairs them.
 
-use std::collections::BTreeMap;
 use std::io::{self, Write};
 
-use crate::FoldedStacks;
+use crate::{FoldedStacks, Frame, FrameId};
 
 /// How to pair two profiles.
 #[derive(Clone, Copy, Debug, Default)]
@@ -14,23 +13,18 @@ pub struct DiffOptions {
     pub normalize: bool,
 }
 
-/// One stack in both profiles: its folded text and its weight in each.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct DiffLine {
-    /// The stack as folded text, root first, without the counts.
-    pub stack: String,
-    /// Weight in BEFORE (scaled when normalized); 0 if absent there.
-    pub before: u64,
-    /// Weight in AFTER; 0 if absent there.
-    pub after: u64,
-}
-
-/// Every stack of two profiles with its weight in each, sorted by stack
-/// text: the `stack before after` lines of difffolded.pl, which a
-/// differential flamegraph draws in AFTER's shape, coloured by the change.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+/// Every stack of two profiles with its weight in each: the `stack before
+/// after` lines of difffolded.pl, which a differential flamegraph draws in
+/// AFTER's shape, coloured by the change. Stack texts are made only when
+/// written, so a pair of million-stack profiles costs their frame ids, not
+/// their text.
+#[derive(Clone, Debug, Default)]
 pub struct DiffStacks {
-    lines: Vec<DiffLine>,
+    /// The union of both sides' stacks; each stack's weight is one more
+    /// than its index in `counts`.
+    stacks: FoldedStacks,
+    /// (BEFORE, AFTER) weight of each stack.
+    counts: Vec<(u64, u64)>,
     before_total: u64,
     after_total: u64,
 }
@@ -38,41 +32,92 @@ pub struct DiffStacks {
 impl DiffStacks {
     /// Pairs `before` and `after` by stack text.
     pub fn new(before: &FoldedStacks, after: &FoldedStacks, options: DiffOptions) -> DiffStacks {
-        let mut pairs: BTreeMap<String, (u64, u64)> = BTreeMap::new();
-        for (stack, weight) in before.iter() {
-            pairs.entry(before.stack_text(stack)).or_default().0 += weight;
-        }
-        for (stack, weight) in after.iter() {
-            pairs.entry(after.stack_text(stack)).or_default().1 += weight;
-        }
-        let raw_before = before.total();
-        let after_total = after.total();
-        let scale = |count: u64| -> u64 {
-            if options.normalize && raw_before > 0 {
-                (count as f64 * after_total as f64 / raw_before as f64).round() as u64
-            } else {
-                count
+        let mut diff = DiffStacks::default();
+        let mut stack: Vec<FrameId> = Vec::new();
+        for (side, profile) in [before, after].into_iter().enumerate() {
+            let ids: Vec<FrameId> = (0..profile.frame_count() as FrameId)
+                .map(|id| diff.stacks.intern(profile.frame(id).clone()))
+                .collect();
+            for (frames, weight) in profile.iter() {
+                stack.clear();
+                stack.extend(frames.iter().map(|&id| ids[id as usize]));
+                let counts = &mut diff.counts;
+                let index = *diff.stacks.stacks.entry(&stack, || {
+                    counts.push((0, 0));
+                    counts.len() as u64
+                }) - 1;
+                let pair = &mut diff.counts[index as usize];
+                if side == 0 {
+                    pair.0 += weight;
+                } else {
+                    pair.1 += weight;
+                }
             }
-        };
-        let lines: Vec<DiffLine> = pairs
-            .into_iter()
-            .map(|(stack, (b, a))| DiffLine {
-                stack,
-                before: scale(b),
-                after: a,
-            })
-            .collect();
-        let before_total = lines.iter().map(|l| l.before).sum();
-        DiffStacks {
-            lines,
-            before_total,
-            after_total,
         }
+        diff.stacks.in_line_order = false;
+        let raw_before: u64 = diff.counts.iter().map(|c| c.0).sum();
+        diff.after_total = diff.counts.iter().map(|c| c.1).sum();
+        if options.normalize && raw_before > 0 {
+            let scale = diff.after_total as f64 / raw_before as f64;
+            for pair in &mut diff.counts {
+                pair.0 = (pair.0 as f64 * scale).round() as u64;
+            }
+        }
+        diff.before_total = diff.counts.iter().map(|c| c.0).sum();
+        diff
     }
 
-    /// The pairs, sorted by stack text.
-    pub fn lines(&self) -> &[DiffLine] {
-        &self.lines
+    /// Stacks with their (BEFORE, AFTER) weights, in the byte order of their
+    /// folded lines (see [`FoldedStacks::sorted`]).
+    pub fn sorted(&self) -> Vec<(&[FrameId], u64, u64)> {
+        self.stacks
+            .sorted()
+            .into_iter()
+            .map(|(stack, index)| {
+                let (before, after) = self.counts[index as usize - 1];
+                (stack, before, after)
+            })
+            .collect()
+    }
+
+    /// The same pairs with every stack reversed (leaf first).
+    pub fn reversed(&self) -> DiffStacks {
+        let mut reversed = DiffStacks {
+            stacks: FoldedStacks {
+                frames: self.stacks.frames.clone(),
+                ..FoldedStacks::default()
+            },
+            counts: self.counts.clone(),
+            before_total: self.before_total,
+            after_total: self.after_total,
+        };
+        let mut buf = Vec::new();
+        for (stack, index) in self.stacks.iter() {
+            buf.clear();
+            buf.extend(stack.iter().rev());
+            reversed.stacks.add(&buf, index);
+        }
+        reversed
+    }
+
+    /// The frame behind an id of [`DiffStacks::sorted`]'s stacks.
+    pub fn frame(&self, id: FrameId) -> &Frame {
+        self.stacks.frame(id)
+    }
+
+    /// One stack as folded text, without counts.
+    pub fn stack_text(&self, stack: &[FrameId]) -> String {
+        self.stacks.stack_text(stack)
+    }
+
+    /// Number of distinct stacks on either side.
+    pub fn len(&self) -> usize {
+        self.counts.len()
+    }
+
+    /// True when neither side has a stack.
+    pub fn is_empty(&self) -> bool {
+        self.counts.is_empty()
     }
 
     /// Sum of the BEFORE weights (after scaling, when normalized).
@@ -85,16 +130,19 @@ impl DiffStacks {
         self.after_total
     }
 
-    /// True when neither side has a stack.
-    pub fn is_empty(&self) -> bool {
-        self.lines.is_empty()
-    }
-
-    /// Writes `stack before after` lines, the format of difffolded.pl and
-    /// inferno-diff-folded.
+    /// Writes `stack before after` lines in folded-line order, the format
+    /// of difffolded.pl and inferno-diff-folded.
     pub fn write_folded<W: Write>(&self, mut out: W) -> io::Result<()> {
-        for line in &self.lines {
-            writeln!(out, "{} {} {}", line.stack, line.before, line.after)?;
+        for (stack, before, after) in self.sorted() {
+            for (i, &id) in stack.iter().enumerate() {
+                if i > 0 {
+                    out.write_all(b";")?;
+                }
+                let frame = self.frame(id);
+                out.write_all(frame.name().as_bytes())?;
+                out.write_all(frame.annotation().suffix().as_bytes())?;
+            }
+            writeln!(out, " {before} {after}")?;
         }
         out.flush()
     }
@@ -127,7 +175,7 @@ mod tests {
         let before = folded("a;b 100\na;c 300\n");
         let after = folded("a;b 50\na;c 150\n");
         let diff = DiffStacks::new(&before, &after, DiffOptions { normalize: true });
-        let counts: Vec<(u64, u64)> = diff.lines().iter().map(|l| (l.before, l.after)).collect();
+        let counts: Vec<(u64, u64)> = diff.sorted().iter().map(|l| (l.1, l.2)).collect();
         assert_eq!(counts, [(50, 50), (150, 150)]);
     }
 }

@@ -15,7 +15,7 @@ use std::cmp::Ordering;
 use std::collections::HashMap;
 use std::hash::BuildHasherDefault;
 
-pub use diff::{DiffLine, DiffOptions, DiffStacks};
+pub use diff::{DiffOptions, DiffStacks};
 use seq_table::SeqTable;
 
 type FxHashMap<K, V> = HashMap<K, V, BuildHasherDefault<rustc_hash::FxHasher>>;
@@ -436,6 +436,11 @@ impl FoldedStacks {
     /// Number of distinct stacks.
     pub fn len(&self) -> usize {
         self.stacks.len()
+    }
+
+    /// Number of interned frames (ids are `0..frame_count()`).
+    pub fn frame_count(&self) -> usize {
+        self.frames.frames.len()
     }
 
     /// True when there are no stacks.

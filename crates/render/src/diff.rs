@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::io::Write;
 
-use flamegraph_perf_folded::{sanitize_name, DiffStacks};
+use flamegraph_perf_folded::{sanitize_name, DiffStacks, FrameId};
 use inferno::flamegraph;
 
 use crate::Options;
@@ -33,7 +33,8 @@ struct NodeWeights {
 /// Colours follow difffolded.pl and flamegraph.pl: a frame is red where
 /// its own (self) weight grew from BEFORE to AFTER, blue where it shrank,
 /// white where it did not change, with saturation by the size of the
-/// change. Tooltips give the frame's total weight on both sides, each as a
+/// change. Frames narrower than [`Options::min_width`] are not drawn, and
+/// their change counts towards their nearest drawn ancestor. Tooltips give the frame's total weight on both sides, each as a
 /// share of its side's total, and the change.
 pub fn render_diff_svg<W: Write>(
     diff: &DiffStacks,
@@ -43,40 +44,56 @@ pub fn render_diff_svg<W: Write>(
 ) -> Result<(), RenderError> {
     let mut inferno_options = inferno_options(options)?;
     inferno_options.negate_differentials = view.negate;
-    // inferno reads `stack original new` and draws `new`.
-    let mut lines: Vec<(String, u64, u64)> = diff
-        .lines()
+    let reversed;
+    let diff = if options.reverse {
+        reversed = diff.reversed();
+        &reversed
+    } else {
+        diff
+    };
+    let entries = diff.sorted();
+    let shown = |before: u64, after: u64| if view.negate { before } else { after };
+    let shape: Vec<(&[FrameId], u64)> = entries
         .iter()
-        .filter(|l| l.before > 0 || l.after > 0)
-        .map(|l| {
-            let stack = if options.reverse {
-                l.stack.rsplit(';').collect::<Vec<_>>().join(";")
-            } else {
-                l.stack.clone()
-            };
-            let (original, shown) = if view.negate {
-                (l.after, l.before)
-            } else {
-                (l.before, l.after)
-            };
-            (format!("{stack} {original} {shown}"), l.before, l.after)
-        })
+        .map(|&(stack, before, after)| (stack, shown(before, after)))
         .collect();
-    if lines.iter().all(|(_, before, after)| {
-        if view.negate {
-            *before == 0
-        } else {
-            *after == 0
-        }
-    }) {
+    if shape.iter().all(|&(_, w)| w == 0) {
         return Err(RenderError::NoStacks);
     }
-    // inferno sorts the lines as strings; the tree below must see the same order.
-    lines.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+    // As for plain graphs, only what inferno would draw is passed on: cut
+    // stacks keep both sides' weights in their visible ancestor.
+    let cut = crate::visible_depths(&shape, options.min_width);
+    let mut merged: Vec<(&[FrameId], u64, u64)> = Vec::new();
+    for (&(stack, before, after), &keep) in entries.iter().zip(&cut) {
+        let visible = &stack[..keep];
+        match merged.last_mut() {
+            Some((prefix, b, a)) if *prefix == visible => {
+                *b += before;
+                *a += after;
+            }
+            _ => merged.push((visible, before, after)),
+        }
+    }
+    // inferno reads `stack original new` and draws `new`.
+    let lines: Vec<(String, u64, u64)> = merged
+        .into_iter()
+        .map(|(stack, before, after)| {
+            let original = if view.negate { after } else { before };
+            let text = diff.stack_text(stack);
+            (
+                format!("{text} {original} {}", shown(before, after)),
+                before,
+                after,
+            )
+        })
+        .collect();
+    // The lines are in inferno's order already, but cut stacks break its
+    // sortedness check; flame-chart mode takes them as given (reversed).
+    inferno_options.flame_chart = true;
     let mut svg = Vec::new();
     flamegraph::from_lines(
         &mut inferno_options,
-        lines.iter().map(|(line, _, _)| line.as_str()),
+        lines.iter().rev().map(|(line, _, _)| line.as_str()),
         &mut svg,
     )?;
     let nodes = layout(&lines, view.negate);
@@ -368,6 +385,32 @@ mod tests {
                 assert!(t.contains("; after "), "{t}");
             }
         }
+    }
+
+    #[test]
+    fn huge_diffs_draw_only_visible_frames_and_keep_every_sample() {
+        let mut before = String::new();
+        let mut after = String::new();
+        for i in 0..20_000 {
+            before.push_str(&format!("p;mid{};leaf{i} {}\n", i % 5, 1 + i % 3));
+            after.push_str(&format!("p;mid{};leaf{i} {}\n", i % 4, 1 + i % 2));
+        }
+        let d = diff(&before, &after);
+        let mut svg = Vec::new();
+        render_diff_svg(&d, &Options::default(), DiffView::default(), &mut svg).unwrap();
+        let svg = String::from_utf8(svg).unwrap();
+        let titles = titles(&svg);
+        assert!(titles.len() < 50, "{} frames drawn", titles.len());
+        let all = format!(
+            "all (before {} samples, 100.00%; after {} samples, 100.00%; {} samples)",
+            thousands(d.before_total() as i128),
+            thousands(d.after_total() as i128),
+            thousands(d.after_total() as i128 - d.before_total() as i128)
+        );
+        assert!(titles.contains(&all), "{all}");
+        // mid4 exists only before: not drawn in AFTER's shape, but its
+        // samples are in p's BEFORE count.
+        assert!(!titles.iter().any(|t| t.starts_with("mid4 (")));
     }
 
     #[test]

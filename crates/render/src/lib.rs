@@ -189,15 +189,39 @@ fn visible_lines(stacks: &FoldedStacks, reverse: bool, min_width: f64) -> Vec<St
     // Text order groups every prefix (call-tree node) into one run, as in
     // inferno's own pass over its sorted lines.
     let entries = stacks.sorted();
+    let cut = visible_depths(&entries, min_width);
+    let mut lines: Vec<String> = Vec::new();
+    let mut previous: Option<(&[FrameId], u64)> = None;
+    for (&(stack, weight), &keep) in entries.iter().zip(&cut) {
+        let visible = &stack[..keep];
+        match &mut previous {
+            Some((prefix, sum)) if *prefix == visible => *sum += weight,
+            _ => {
+                if let Some((prefix, sum)) = previous.take() {
+                    lines.push(line(stacks, prefix, sum));
+                }
+                previous = Some((visible, weight));
+            }
+        }
+    }
+    if let Some((prefix, sum)) = previous {
+        lines.push(line(stacks, prefix, sum));
+    }
+    lines
+}
+
+/// For stacks in folded-line order (each call-tree node is one contiguous
+/// run): how many frames of each stay visible when nodes narrower than
+/// `min_width` percent of the total are cut off, with everything above
+/// them, as inferno omits them. A stack keeps at least its root frame: a
+/// root narrower than the threshold is not drawn, but its weight still
+/// counts in the total.
+pub(crate) fn visible_depths(entries: &[(&[FrameId], u64)], min_width: f64) -> Vec<usize> {
     let total: u64 = entries.iter().map(|(_, w)| w).sum();
     let threshold = min_width * total as f64 / 100.0;
-
-    // cut[i]: how many frames of entry i stay visible.
     let mut cut: Vec<usize> = entries.iter().map(|(s, _)| s.len()).collect();
     // Open nodes along the current path: (first entry, weight so far).
     let mut open: Vec<(usize, u64)> = Vec::new();
-    // A stack keeps at least its root frame: a root narrower than the
-    // threshold is not drawn, but its weight still counts in the total.
     let close =
         |node_depth: usize, (first, weight): (usize, u64), end: usize, cut: &mut [usize]| {
             if (weight as f64) < threshold {
@@ -227,25 +251,7 @@ fn visible_lines(stacks: &FoldedStacks, reverse: bool, min_width: f64) -> Vec<St
         let depth = open.len();
         close(depth, node, entries.len(), &mut cut);
     }
-
-    let mut lines: Vec<String> = Vec::new();
-    let mut previous: Option<(&[FrameId], u64)> = None;
-    for (&(stack, weight), &keep) in entries.iter().zip(&cut) {
-        let visible = &stack[..keep];
-        match &mut previous {
-            Some((prefix, sum)) if *prefix == visible => *sum += weight,
-            _ => {
-                if let Some((prefix, sum)) = previous.take() {
-                    lines.push(line(stacks, prefix, sum));
-                }
-                previous = Some((visible, weight));
-            }
-        }
-    }
-    if let Some((prefix, sum)) = previous {
-        lines.push(line(stacks, prefix, sum));
-    }
-    lines
+    cut
 }
 
 fn line(stacks: &FoldedStacks, prefix: &[FrameId], weight: u64) -> String {
