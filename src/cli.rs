@@ -131,6 +131,15 @@ pub struct Args {
     #[arg(long, value_name = "FILE")]
     pub summary_json: Option<PathBuf>,
 
+    /// Also write the profile as gzip-compressed pprof (profile.proto) to
+    /// FILE, for go tool pprof, Grafana Pyroscope, Parca.
+    #[arg(long, value_name = "FILE", conflicts_with = "from_folded")]
+    pub pprof: Option<PathBuf>,
+
+    /// Also write the profile as speedscope JSON to FILE.
+    #[arg(long, value_name = "FILE")]
+    pub speedscope: Option<PathBuf>,
+
     #[command(flatten)]
     pub read: ReadArgs,
 

@@ -88,7 +88,14 @@ pub fn run(args: &DiffArgs) -> Result<Completeness> {
 fn load(path: &Path, args: &DiffArgs) -> Result<(FoldedStacks, bool)> {
     if is_perf_data(path)? {
         let mut timings = output::PhaseTimer::new(false);
-        let recording = read_recording(path, &args.read, args.threads, args.quiet, &mut timings)?;
+        let recording = read_recording(
+            path,
+            &args.read,
+            args.threads,
+            args.quiet,
+            false,
+            &mut timings,
+        )?;
         if recording.stacks.is_empty() {
             bail!(
                 "{}: no samples of {} to compare",

@@ -3,6 +3,7 @@
 
 mod cli;
 mod diff;
+mod exports;
 mod jvm;
 mod output;
 mod summary;
@@ -16,8 +17,9 @@ use clap::Parser;
 
 use cli::{Args, ReadArgs, Subcommand, WeightArg};
 use collapse::{
-    CollapseOptions, CollapseStats, Collapsed, Collapser, IdleFilter, PerfDataReader, ReadStats,
-    RecordingInfo, ReturnAddresses, RootFrame, SymbolizerOptions, Weight,
+    AddressProfile, CollapseOptions, CollapseStats, Collapsed, Collapser, EventInfo, IdleFilter,
+    PerfDataReader, ReadStats, RecordingInfo, ReturnAddresses, RootFrame, SymbolizerOptions,
+    Weight,
 };
 use folded::FoldedStacks;
 
@@ -82,6 +84,14 @@ fn run(args: &Args) -> Result<Completeness> {
             };
             summary::write(json, &facts, &stacks)?;
         }
+        let exports = exports::Exports {
+            unit: export::SampleUnit::Count,
+            weights_are_periods: false,
+            time_nanos: 0,
+            duration_nanos: 0,
+            name: path.display().to_string(),
+        };
+        exports.write(args, &stacks, None)?;
         output::write(args, &stacks, &this_hostname())?;
         return Ok(Completeness::Complete);
     }
@@ -93,7 +103,14 @@ fn run(args: &Args) -> Result<Completeness> {
         bail!("-i reads an existing recording; -a, -p, -o and a command are for recording");
     }
     let mut timings = output::PhaseTimer::new(args.timings);
-    let recording = read_recording(input, &args.read, args.threads, args.quiet, &mut timings)?;
+    let recording = read_recording(
+        input,
+        &args.read,
+        args.threads,
+        args.quiet,
+        args.pprof.is_some(),
+        &mut timings,
+    )?;
     if recording.stacks.is_empty() {
         bail!(
             "{}: no samples of {} to show{}",
@@ -112,6 +129,18 @@ fn run(args: &Args) -> Result<Completeness> {
     if let Some(json) = &args.summary_json {
         summary::write(json, &recording.facts(input), &recording.stacks)?;
     }
+    let duration_ns = recording
+        .stats
+        .sample_time_range
+        .map_or(0, |(first, last)| last - first);
+    let exports = exports::Exports {
+        unit: exports::sample_unit(&recording.event, None),
+        weights_are_periods: args.read.weight == WeightArg::Period,
+        time_nanos: exports::recording_start(input, duration_ns),
+        duration_nanos: duration_ns,
+        name: input.display().to_string(),
+    };
+    exports.write(args, &recording.stacks, recording.addresses.as_ref())?;
     let hostname = recording
         .info
         .hostname
@@ -133,7 +162,9 @@ struct Recording {
     stats: CollapseStats,
     read: ReadStats,
     info: RecordingInfo,
+    event: EventInfo,
     event_name: String,
+    addresses: Option<AddressProfile>,
 }
 
 impl Recording {
@@ -165,6 +196,7 @@ fn read_recording(
     args: &ReadArgs,
     threads: Option<u16>,
     quiet: bool,
+    keep_addresses: bool,
     timings: &mut output::PhaseTimer,
 ) -> Result<Recording> {
     let mut reader = PerfDataReader::open(input)?;
@@ -186,7 +218,10 @@ fn read_recording(
         live_processes: false,
         recorded_kernel_release: info.os_release.clone(),
     };
-    let mut collapser = Collapser::new(collapse_options(args, threads, event_index, max_stack)?);
+    let mut collapser = Collapser::new(CollapseOptions {
+        keep_addresses,
+        ..collapse_options(args, threads, event_index, max_stack)?
+    });
     if threads != Some(1) {
         collapser.preload_kernel_symbols(&symbolizer_options);
     }
@@ -198,7 +233,12 @@ fn read_recording(
     progress.finish();
     drop(reader);
     timings.phase("read");
-    let Collapsed { stacks, stats, .. } = collapser.finish(symbolizer_options);
+    let Collapsed {
+        stacks,
+        stats,
+        addresses,
+        ..
+    } = collapser.finish(symbolizer_options);
     timings.phase("symbolize+fold");
     timings.steps(&stats.steps);
     let event_name = info.events[event_index].name.clone();
@@ -225,8 +265,10 @@ fn read_recording(
         stacks,
         stats,
         read,
+        event: info.events[event_index].clone(),
         info,
         event_name,
+        addresses,
     })
 }
 
@@ -261,12 +303,10 @@ fn record_live(args: &Args) -> Result<Completeness> {
         output: args.output.clone(),
         duration: None,
     };
-    let mut collapser = Collapser::new(collapse_options(
-        &args.read,
-        args.threads,
-        0,
-        kernel_max_stack(),
-    )?);
+    let mut collapser = Collapser::new(CollapseOptions {
+        keep_addresses: args.pprof.is_some(),
+        ..collapse_options(&args.read, args.threads, 0, kernel_max_stack())?
+    });
     let mut reporter = output::StderrReporter::new(args.quiet);
     let summary = record::record(
         &options,
@@ -283,6 +323,7 @@ fn record_live(args: &Args) -> Result<Completeness> {
         stacks,
         stats,
         perf_maps,
+        addresses,
     } = collapser.finish(SymbolizerOptions {
         symfs: args.read.symfs.clone(),
         kallsyms: args.read.kallsyms.clone(),
@@ -341,6 +382,24 @@ fn record_live(args: &Args) -> Result<Completeness> {
         };
         summary::write(json, &facts, &stacks)?;
     }
+    let tracepoint = summary.event_name.contains(':')
+        && !summary.event_name.starts_with("cpu-clock")
+        && !summary.event_name.starts_with("task-clock");
+    let duration_ns = summary.duration.as_nanos() as u64;
+    let exports = exports::Exports {
+        unit: if tracepoint {
+            export::SampleUnit::Count
+        } else {
+            export::SampleUnit::CpuNanoseconds {
+                period: 1_000_000_000 / args.frequency.max(1) as i64,
+            }
+        },
+        weights_are_periods: args.read.weight == WeightArg::Period,
+        time_nanos: exports::started_before_now(duration_ns),
+        duration_nanos: duration_ns,
+        name: hostname.clone(),
+    };
+    exports.write(args, &stacks, addresses.as_ref())?;
     output::write(args, &stacks, &hostname)?;
     Ok(match summary.command_status {
         Some(status) if status != 0 => Completeness::Command(status),
@@ -435,6 +494,7 @@ fn collapse_options(
         },
         max_stack,
         counting_thread: threads != Some(1),
+        keep_addresses: false,
     })
 }
 

@@ -245,7 +245,7 @@ pub fn print_record_summary(summary: &record::RecordSummary, stats: &CollapseSta
 /// Writes a file by creating a fresh temporary file beside it (never
 /// following or truncating anything already there) and renaming it into
 /// place, so a planted symlink or a concurrent reader never sees a partial file.
-fn write_file_replacing(
+pub fn write_file_replacing(
     path: &Path,
     write: impl FnOnce(&mut BufWriter<std::fs::File>) -> io::Result<()>,
 ) -> io::Result<()> {

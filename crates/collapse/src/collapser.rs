@@ -14,6 +14,7 @@ use flamegraph_perf_folded::{Annotation, FoldedStacks, FoldedStacksBuilder, Fram
 use rayon::prelude::*;
 use rustc_hash::FxHasher;
 
+use crate::address_profile::{AddressProfile, AddressSample, CodeLocation, CodeObject, ThreadRoot};
 use crate::dso::{DsoId, DsoKind, Dsos};
 use crate::event::{CpuMode, Event, EventSink, Loss, Mmap, Sample};
 use crate::idle::IdleFilter;
@@ -91,6 +92,10 @@ pub struct CollapseOptions {
     /// Count identical stacks on a thread of their own while events are
     /// still arriving, so counting overlaps reading. Default: `true`.
     pub counting_thread: bool,
+    /// Also return the samples at address level
+    /// ([`Collapsed::addresses`]), for exports that keep code addresses.
+    /// Default: `false`.
+    pub keep_addresses: bool,
 }
 
 impl Default for CollapseOptions {
@@ -103,6 +108,7 @@ impl Default for CollapseOptions {
             return_addresses: ReturnAddresses::CallSite,
             max_stack: 127,
             counting_thread: true,
+            keep_addresses: false,
         }
     }
 }
@@ -159,6 +165,9 @@ pub struct Collapsed {
     pub stats: CollapseStats,
     /// The perf maps used, (pid, file bytes), to keep beside a recording.
     pub perf_maps: Vec<(i32, Vec<u8>)>,
+    /// The same samples at address level, when
+    /// [`CollapseOptions::keep_addresses`] was set.
+    pub addresses: Option<AddressProfile>,
 }
 
 /// Identity of a stack's root: who was running.
@@ -554,13 +563,22 @@ impl Collapser {
             names: &folded,
             idle_filter: options.idle_filter.as_ref(),
             frame_ids: &items,
+            keep_addresses: options.keep_addresses,
         };
-        let folded_parts: Vec<(StackList, CollapseStats)> =
+        let folded_parts: Vec<(StackList, CollapseStats, Vec<AddressSample>, Vec<u32>)> =
             parts.par_iter().map(|part| context.fold(part)).collect();
         drop(parts);
         drop(items);
-        for (list, part_stats) in folded_parts {
+        let mut address_samples = Vec::new();
+        let mut chains: Vec<u32> = Vec::new();
+        for (list, part_stats, samples, part_chains) in folded_parts {
             folded.append(list);
+            let offset = u32::try_from(chains.len()).expect("under 2^32 chain entries");
+            address_samples.extend(samples.into_iter().map(|mut sample| {
+                sample.chain.0 += offset;
+                sample
+            }));
+            chains.extend(part_chains);
             stats.idle_samples += part_stats.idle_samples;
             stats.idle_weight += part_stats.idle_weight;
             stats.frames += part_stats.frames;
@@ -570,6 +588,17 @@ impl Collapser {
             stats.weight += part_stats.weight;
         }
         clock.lap(&mut stats, "fold");
+        let addresses = options.keep_addresses.then(|| {
+            address_profile(
+                &frames,
+                &frame_names,
+                &dsos,
+                &thread_keys,
+                &roots,
+                address_samples,
+                chains,
+            )
+        });
         let folded = folded.build();
         clock.lap(&mut stats, "merge and sort");
         let perf_maps = requests
@@ -584,6 +613,7 @@ impl Collapser {
             stacks: folded,
             stats,
             perf_maps,
+            addresses,
         }
     }
 }
@@ -730,15 +760,22 @@ struct FoldContext<'a> {
     idle_filter: Option<&'a IdleFilter>,
     /// The stacks' local frame indices (see [`ResolvedPart`]).
     frame_ids: &'a PackedFrameIds,
+    /// Also return each kept stack at address level.
+    keep_addresses: bool,
 }
 
 impl FoldContext<'_> {
     /// The part's stacks with names, and the counts they add to the stats.
-    fn fold(&self, part: &ResolvedPart) -> (StackList, CollapseStats) {
+    fn fold(
+        &self,
+        part: &ResolvedPart,
+    ) -> (StackList, CollapseStats, Vec<AddressSample>, Vec<u32>) {
         let frame_count: usize = part.stacks.iter().map(|s| s.4 as usize).sum();
         let mut list = StackList::with_capacity(part.stacks.len(), frame_count + part.stacks.len());
         let mut stats = CollapseStats::default();
         let mut stack: Vec<FrameId> = Vec::new();
+        let mut address_samples = Vec::new();
+        let mut chains = Vec::new();
         for &(thread, samples, weight, start, len) in &part.stacks {
             let key = self.thread_keys[thread as usize];
             stack.clear();
@@ -779,8 +816,73 @@ impl FoldContext<'_> {
             stats.unresolved_jit_frames += samples * unresolved_jit;
             stats.weight += weight;
             list.add(&stack, weight);
+            if self.keep_addresses {
+                address_samples.push(AddressSample {
+                    thread,
+                    chain: (chains.len() as u32, len),
+                    samples,
+                    weight,
+                });
+                chains.extend(
+                    (start..start + len).map(|k| part.renumbering[self.frame_ids.get(k) as usize]),
+                );
+            }
         }
-        (list, stats)
+        (list, stats, address_samples, chains)
+    }
+}
+
+/// Builds [`Collapsed::addresses`] from the finished frame tables.
+fn address_profile(
+    frames: &[(DsoId, u64)],
+    frame_names: &FrameNames,
+    dsos: &Dsos,
+    thread_keys: &[ThreadKey],
+    roots: &[FrameId],
+    samples: Vec<AddressSample>,
+    chains: Vec<u32>,
+) -> AddressProfile {
+    let mut objects = Vec::new();
+    let mut object_index: HashMap<DsoId, u32> = HashMap::new();
+    let locations = frames
+        .iter()
+        .enumerate()
+        .map(|(i, &(dso_id, address))| {
+            let object = (dso_id != NO_DSO).then(|| {
+                *object_index.entry(dso_id).or_insert_with(|| {
+                    let dso = dsos.get(dso_id);
+                    objects.push(CodeObject {
+                        name: String::from_utf8_lossy(&dso.name).into_owned(),
+                        build_id: dso.build_id.clone(),
+                        kernel: matches!(dso.kind, DsoKind::Kernel | DsoKind::KernelModule),
+                        jit: matches!(dso.kind, DsoKind::PerfMap(_)),
+                    });
+                    objects.len() as u32 - 1
+                })
+            });
+            let (start, len, _, _) = frame_names.frames[i];
+            CodeLocation {
+                object,
+                address,
+                names: frame_names.ids[start as usize..(start + len) as usize].to_vec(),
+            }
+        })
+        .collect();
+    let threads = thread_keys
+        .iter()
+        .zip(roots)
+        .map(|(key, &root)| ThreadRoot {
+            root,
+            pid: key.pid,
+            tid: key.tid,
+        })
+        .collect();
+    AddressProfile {
+        objects,
+        locations,
+        threads,
+        samples,
+        chains,
     }
 }
 

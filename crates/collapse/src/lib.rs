@@ -8,6 +8,7 @@
 //! `--all` conventions (`_[k]` kernel and `_[j]` JIT frames, process name
 //! as root) and idle time removed.
 
+pub mod address_profile;
 pub mod collapser;
 pub mod dso;
 pub mod event;
@@ -18,6 +19,7 @@ pub mod process;
 mod stack_counter;
 pub mod symbols;
 
+pub use address_profile::{AddressProfile, AddressSample, CodeLocation, CodeObject, ThreadRoot};
 pub use collapser::{
     CollapseOptions, CollapseStats, Collapsed, Collapser, ReturnAddresses, RootFrame, Weight,
 };

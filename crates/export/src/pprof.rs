@@ -1,0 +1,660 @@
+//! gzip-compressed pprof (`profile.proto`) profiles.
+//!
+//! Tables are sorted and numbered in a fixed order, and the gzip header
+//! carries no time or name, so the same samples always give the same bytes.
+
+use std::collections::{BTreeMap, HashMap};
+use std::io::Write;
+
+use flamegraph_perf_collapse::AddressProfile;
+use flamegraph_perf_folded::{FoldedStacks, FrameId};
+use prost::Message;
+use rayon::prelude::*;
+
+use crate::ExportError;
+
+/// What one sample stands for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SampleUnit {
+    /// CPU time: sample types `samples/count` and `cpu/nanoseconds`
+    /// (default `cpu`), period type `cpu/nanoseconds` with this period
+    /// (10⁹/F for a frequency F).
+    CpuNanoseconds {
+        /// Nanoseconds per sample.
+        period: i64,
+    },
+    /// Event counts (tracepoints): sample type `samples/count`, period 1.
+    Count,
+}
+
+/// How to write a pprof profile.
+#[derive(Clone, Debug)]
+pub struct PprofOptions {
+    /// Default: CPU time at 99 Hz (period 10,101,010 ns).
+    pub unit: SampleUnit,
+    /// The folded weights are period sums (`--weight period`), used as the
+    /// CPU nanoseconds as they are. Default: `false` (samples × period).
+    pub weights_are_periods: bool,
+    /// When the recording started, ns since the Unix epoch. Default: 0.
+    pub time_nanos: i64,
+    /// How long it ran, ns. Default: 0.
+    pub duration_nanos: i64,
+}
+
+impl Default for PprofOptions {
+    fn default() -> PprofOptions {
+        PprofOptions {
+            unit: SampleUnit::CpuNanoseconds {
+                period: 1_000_000_000 / 99,
+            },
+            weights_are_periods: false,
+            time_nanos: 0,
+            duration_nanos: 0,
+        }
+    }
+}
+
+/// profile.proto messages (github.com/google/pprof/proto/profile.proto),
+/// written by hand so no protoc is needed at build time.
+pub mod proto {
+    #![allow(missing_docs)]
+
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct Profile {
+        #[prost(message, repeated, tag = "1")]
+        pub sample_type: Vec<ValueType>,
+        #[prost(message, repeated, tag = "2")]
+        pub sample: Vec<Sample>,
+        #[prost(message, repeated, tag = "3")]
+        pub mapping: Vec<Mapping>,
+        #[prost(message, repeated, tag = "4")]
+        pub location: Vec<Location>,
+        #[prost(message, repeated, tag = "5")]
+        pub function: Vec<Function>,
+        #[prost(string, repeated, tag = "6")]
+        pub string_table: Vec<String>,
+        #[prost(int64, tag = "7")]
+        pub drop_frames: i64,
+        #[prost(int64, tag = "8")]
+        pub keep_frames: i64,
+        #[prost(int64, tag = "9")]
+        pub time_nanos: i64,
+        #[prost(int64, tag = "10")]
+        pub duration_nanos: i64,
+        #[prost(message, optional, tag = "11")]
+        pub period_type: Option<ValueType>,
+        #[prost(int64, tag = "12")]
+        pub period: i64,
+        #[prost(int64, repeated, tag = "13")]
+        pub comment: Vec<i64>,
+        #[prost(int64, tag = "14")]
+        pub default_sample_type: i64,
+    }
+
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct ValueType {
+        #[prost(int64, tag = "1")]
+        pub r#type: i64,
+        #[prost(int64, tag = "2")]
+        pub unit: i64,
+    }
+
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct Sample {
+        #[prost(uint64, repeated, tag = "1")]
+        pub location_id: Vec<u64>,
+        #[prost(int64, repeated, tag = "2")]
+        pub value: Vec<i64>,
+        #[prost(message, repeated, tag = "3")]
+        pub label: Vec<Label>,
+    }
+
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct Label {
+        #[prost(int64, tag = "1")]
+        pub key: i64,
+        #[prost(int64, tag = "2")]
+        pub str: i64,
+        #[prost(int64, tag = "3")]
+        pub num: i64,
+        #[prost(int64, tag = "4")]
+        pub num_unit: i64,
+    }
+
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct Mapping {
+        #[prost(uint64, tag = "1")]
+        pub id: u64,
+        #[prost(uint64, tag = "2")]
+        pub memory_start: u64,
+        #[prost(uint64, tag = "3")]
+        pub memory_limit: u64,
+        #[prost(uint64, tag = "4")]
+        pub file_offset: u64,
+        #[prost(int64, tag = "5")]
+        pub filename: i64,
+        #[prost(int64, tag = "6")]
+        pub build_id: i64,
+        #[prost(bool, tag = "7")]
+        pub has_functions: bool,
+        #[prost(bool, tag = "8")]
+        pub has_filenames: bool,
+        #[prost(bool, tag = "9")]
+        pub has_line_numbers: bool,
+        #[prost(bool, tag = "10")]
+        pub has_inline_frames: bool,
+    }
+
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct Location {
+        #[prost(uint64, tag = "1")]
+        pub id: u64,
+        #[prost(uint64, tag = "2")]
+        pub mapping_id: u64,
+        #[prost(uint64, tag = "3")]
+        pub address: u64,
+        #[prost(message, repeated, tag = "4")]
+        pub line: Vec<Line>,
+        #[prost(bool, tag = "5")]
+        pub is_folded: bool,
+    }
+
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct Line {
+        #[prost(uint64, tag = "1")]
+        pub function_id: u64,
+        #[prost(int64, tag = "2")]
+        pub line: i64,
+        #[prost(int64, tag = "3")]
+        pub column: i64,
+    }
+
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct Function {
+        #[prost(uint64, tag = "1")]
+        pub id: u64,
+        #[prost(int64, tag = "2")]
+        pub name: i64,
+        #[prost(int64, tag = "3")]
+        pub system_name: i64,
+        #[prost(int64, tag = "4")]
+        pub filename: i64,
+        #[prost(int64, tag = "5")]
+        pub start_line: i64,
+    }
+}
+
+use proto::{Function, Label, Line, Location, Mapping, Profile, Sample, ValueType};
+
+/// An object in mapping order: name, build id, index in the profile.
+type ObjectKey = (String, Vec<u8>, u32);
+/// Lowest address, one past the highest, whether inline frames occur.
+type AddressRange = (u64, u64, bool);
+
+/// Strings in first-use order; index 0 is "" as the format requires.
+struct Strings {
+    table: Vec<String>,
+    index: HashMap<String, i64>,
+}
+
+impl Strings {
+    fn new() -> Strings {
+        let mut strings = Strings {
+            table: Vec::new(),
+            index: HashMap::new(),
+        };
+        strings.get("");
+        strings
+    }
+
+    fn get(&mut self, text: &str) -> i64 {
+        if let Some(&i) = self.index.get(text) {
+            return i;
+        }
+        let i = self.table.len() as i64;
+        self.table.push(text.to_owned());
+        self.index.insert(text.to_owned(), i);
+        i
+    }
+}
+
+/// Writes `profile` (frame names from `names`, the collapsed stacks) as a
+/// gzip-compressed pprof profile.
+pub fn write_pprof<W: Write>(
+    profile: &AddressProfile,
+    names: &FoldedStacks,
+    options: &PprofOptions,
+    mut out: W,
+) -> Result<(), ExportError> {
+    let prepared = prepare(profile, names, options)?;
+    // A message's fields may come in any order and a repeated field may be
+    // split, so the samples (nearly all the bytes) are encoded in parallel
+    // after the rest, straight from the merged samples.
+    let label_bytes: Vec<Vec<u8>> = prepared
+        .label_sets
+        .iter()
+        .map(|labels| {
+            let mut buf = Vec::new();
+            for label in labels {
+                prost::encoding::message::encode(3, label, &mut buf);
+            }
+            buf
+        })
+        .collect();
+    let mut parts = vec![prepared.message.encode_to_vec()];
+    parts.par_extend(prepared.samples.par_chunks(4096).map(|chunk| {
+        let mut buf = Vec::with_capacity(chunk.len() * 128);
+        let mut locations = Vec::new();
+        for sample in chunk {
+            prepared.locations_of(profile, sample, &mut locations);
+            let both = [sample.samples as u64, sample.cpu as u64];
+            let values = match prepared.unit {
+                SampleUnit::CpuNanoseconds { .. } => &both[..],
+                SampleUnit::Count => &both[..1],
+            };
+            let labels = &label_bytes[sample.labels as usize];
+            let locations_len: usize = locations.iter().map(|&v| varint_len(v)).sum();
+            let values_len: usize = values.iter().map(|&v| varint_len(v)).sum();
+            let len = 1
+                + varint_len(locations_len as u64)
+                + locations_len
+                + 1
+                + varint_len(values_len as u64)
+                + values_len
+                + labels.len();
+            // Sample = field 2; location_id = 1 and value = 2, both packed.
+            buf.push(2 << 3 | 2);
+            put_varint(&mut buf, len as u64);
+            buf.push(1 << 3 | 2);
+            put_varint(&mut buf, locations_len as u64);
+            for &v in &locations {
+                put_varint(&mut buf, v);
+            }
+            buf.push(2 << 3 | 2);
+            put_varint(&mut buf, values_len as u64);
+            for &v in values {
+                put_varint(&mut buf, v);
+            }
+            buf.extend_from_slice(labels);
+        }
+        buf
+    }));
+    let bytes = parts.concat();
+    drop(parts);
+    // Fixed-size pieces compressed in parallel as gzip members, one after
+    // the other: a valid gzip stream (readers concatenate members), with
+    // the same bytes whatever the thread count.
+    let members: Vec<Vec<u8>> = bytes
+        .par_chunks(GZIP_MEMBER_BYTES)
+        .map(|piece| -> std::io::Result<Vec<u8>> {
+            let mut gzip = flate2::GzBuilder::new()
+                .mtime(0)
+                .write(Vec::new(), flate2::Compression::fast());
+            gzip.write_all(piece)?;
+            gzip.finish()
+        })
+        .collect::<std::io::Result<_>>()?;
+    for member in members {
+        out.write_all(&member)?;
+    }
+    out.flush()?;
+    Ok(())
+}
+
+/// Bytes of `v` as a protobuf varint.
+fn varint_len(v: u64) -> usize {
+    (64 - (v | 1).leading_zeros() as usize).div_ceil(7)
+}
+
+fn put_varint(buf: &mut Vec<u8>, mut v: u64) {
+    while v >= 0x80 {
+        buf.push(v as u8 | 0x80);
+        v >>= 7;
+    }
+    buf.push(v as u8);
+}
+
+/// Uncompressed bytes per gzip member.
+const GZIP_MEMBER_BYTES: usize = 4 << 20;
+
+/// The profile message, with every table sorted and numbered from 1.
+pub fn encode(
+    profile: &AddressProfile,
+    names: &FoldedStacks,
+    options: &PprofOptions,
+) -> Result<Profile, ExportError> {
+    let prepared = prepare(profile, names, options)?;
+    let mut message = prepared.message.clone();
+    let mut locations = Vec::new();
+    for sample in &prepared.samples {
+        prepared.locations_of(profile, sample, &mut locations);
+        message.sample.push(Sample {
+            location_id: locations.clone(),
+            value: prepared.values(sample),
+            label: prepared.label_sets[sample.labels as usize].clone(),
+        });
+    }
+    Ok(message)
+}
+
+/// One merged sample: its label set, a representative raw sample (whose
+/// chain all merged ones share) and the summed values.
+struct MergedSample {
+    labels: u32,
+    representative: u32,
+    samples: i64,
+    cpu: i64,
+}
+
+/// Everything but the samples as a message, and the samples in order.
+struct Prepared {
+    message: Profile,
+    unit: SampleUnit,
+    label_sets: Vec<Vec<Label>>,
+    location_id: Vec<u64>,
+    samples: Vec<MergedSample>,
+}
+
+impl Prepared {
+    fn locations_of(&self, profile: &AddressProfile, sample: &MergedSample, out: &mut Vec<u64>) {
+        out.clear();
+        out.extend(
+            profile
+                .chain(&profile.samples[sample.representative as usize])
+                .iter()
+                .map(|&l| self.location_id[l as usize]),
+        );
+    }
+
+    fn values(&self, sample: &MergedSample) -> Vec<i64> {
+        match self.unit {
+            SampleUnit::CpuNanoseconds { .. } => vec![sample.samples, sample.cpu],
+            SampleUnit::Count => vec![sample.samples],
+        }
+    }
+}
+
+fn prepare(
+    profile: &AddressProfile,
+    names: &FoldedStacks,
+    options: &PprofOptions,
+) -> Result<Prepared, ExportError> {
+    if profile.samples.iter().all(|s| s.samples == 0) {
+        return Err(ExportError::NoSamples);
+    }
+    let frame_text = |id: FrameId| {
+        let frame = names.frame(id);
+        format!("{}{}", frame.name(), frame.annotation().suffix())
+    };
+    let mut strings = Strings::new();
+    let mut message = Profile::default();
+    let value_type = |strings: &mut Strings, kind: &str, unit: &str| ValueType {
+        r#type: strings.get(kind),
+        unit: strings.get(unit),
+    };
+    match options.unit {
+        SampleUnit::CpuNanoseconds { period } => {
+            message.sample_type = vec![
+                value_type(&mut strings, "samples", "count"),
+                value_type(&mut strings, "cpu", "nanoseconds"),
+            ];
+            message.period_type = Some(value_type(&mut strings, "cpu", "nanoseconds"));
+            message.period = period;
+            message.default_sample_type = strings.get("cpu");
+        }
+        SampleUnit::Count => {
+            message.sample_type = vec![value_type(&mut strings, "samples", "count")];
+            message.period_type = Some(value_type(&mut strings, "samples", "count"));
+            message.period = 1;
+        }
+    }
+    message.time_nanos = options.time_nanos;
+    message.duration_nanos = options.duration_nanos;
+
+    // Objects in name order become mappings 1…; only objects in use.
+    let used_locations: Vec<bool> = {
+        let mut used = vec![false; profile.locations.len()];
+        for &l in &profile.chains {
+            used[l as usize] = true;
+        }
+        used
+    };
+    let mut ranges: BTreeMap<ObjectKey, AddressRange> = BTreeMap::new();
+    for (location, _) in profile
+        .locations
+        .iter()
+        .zip(&used_locations)
+        .filter(|(_, &used)| used)
+    {
+        if let Some(object) = location.object {
+            let o = &profile.objects[object as usize];
+            let range = ranges
+                .entry((
+                    o.name.clone(),
+                    o.build_id.clone().unwrap_or_default(),
+                    object,
+                ))
+                .or_insert((u64::MAX, 0, false));
+            range.0 = range.0.min(location.address);
+            range.1 = range.1.max(location.address.saturating_add(1));
+            range.2 |= location.names.len() > 1;
+        }
+    }
+    let mut mapping_of_object: HashMap<u32, u64> = HashMap::new();
+    for ((name, build_id, object), (start, limit, inline)) in &ranges {
+        let id = message.mapping.len() as u64 + 1;
+        mapping_of_object.insert(*object, id);
+        let kernel = profile.objects[*object as usize].kernel;
+        message.mapping.push(Mapping {
+            id,
+            memory_start: *start,
+            memory_limit: *limit,
+            // Addresses of files are file offsets; the kernel's are its own.
+            file_offset: if kernel { 0 } else { *start },
+            filename: strings.get(name),
+            build_id: if build_id.is_empty() {
+                0
+            } else {
+                strings.get(&hex(build_id))
+            },
+            has_functions: true,
+            has_filenames: false,
+            has_line_numbers: false,
+            has_inline_frames: *inline,
+        });
+    }
+
+    // Functions: every name used, in text order.
+    let mut name_used = vec![false; names.frame_count()];
+    for (location, _) in profile
+        .locations
+        .iter()
+        .zip(&used_locations)
+        .filter(|(_, &used)| used)
+    {
+        for &id in &location.names {
+            name_used[id as usize] = true;
+        }
+    }
+    let mut function_names: Vec<(String, FrameId)> = name_used
+        .iter()
+        .enumerate()
+        .filter(|(_, &used)| used)
+        .map(|(id, _)| (frame_text(id as FrameId), id as FrameId))
+        .collect();
+    function_names.sort();
+    let mut function_of_name = vec![0u64; names.frame_count()];
+    for (text, id) in &function_names {
+        let function_id = message.function.len() as u64 + 1;
+        function_of_name[*id as usize] = function_id;
+        message.function.push(Function {
+            id: function_id,
+            name: strings.get(text),
+            system_name: strings.get(names.frame(*id).name()),
+            filename: 0,
+            start_line: 0,
+        });
+    }
+
+    // Locations by (mapping, address, names).
+    let mut location_keys: Vec<(u64, u64, Vec<u64>, usize)> = profile
+        .locations
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| used_locations[*i])
+        .map(|(i, l)| {
+            let mapping = l.object.map_or(0, |o| mapping_of_object[&o]);
+            // pprof lists inlined functions first, the caller they were inlined into last.
+            let functions = l
+                .names
+                .iter()
+                .rev()
+                .map(|&id| function_of_name[id as usize])
+                .collect();
+            (mapping, l.address, functions, i)
+        })
+        .collect();
+    location_keys.sort();
+    let mut location_id = vec![0u64; profile.locations.len()];
+    for (mapping, address, functions, index) in location_keys {
+        let id = message.location.len() as u64 + 1;
+        location_id[index] = id;
+        message.location.push(Location {
+            id,
+            mapping_id: mapping,
+            address,
+            line: functions
+                .into_iter()
+                .map(|function_id| Line {
+                    function_id,
+                    line: 0,
+                    column: 0,
+                })
+                .collect(),
+            is_folded: false,
+        });
+    }
+
+    // Each thread's labels, numbered in label order.
+    let thread_labels: Vec<Vec<(String, String)>> = profile
+        .threads
+        .iter()
+        .map(|thread| {
+            let root = frame_text(thread.root);
+            let comm = if thread.tid >= 0 && thread.pid >= 0 {
+                root.strip_suffix(&format!("-{}/{}", thread.pid, thread.tid))
+            } else if thread.pid >= 0 {
+                root.strip_suffix(&format!("-{}", thread.pid))
+            } else {
+                None
+            }
+            .unwrap_or(&root)
+            .to_owned();
+            let mut labels = vec![("comm".to_owned(), comm)];
+            if thread.pid >= 0 {
+                labels.push(("pid".to_owned(), thread.pid.to_string()));
+            }
+            if thread.tid >= 0 {
+                labels.push(("tid".to_owned(), thread.tid.to_string()));
+            }
+            labels
+        })
+        .collect();
+    let mut label_sets: Vec<&Vec<(String, String)>> = thread_labels.iter().collect();
+    label_sets.sort();
+    label_sets.dedup();
+    let label_set_of_thread: Vec<u32> = thread_labels
+        .iter()
+        .map(|labels| label_sets.binary_search(&labels).expect("present") as u32)
+        .collect();
+
+    // Samples merged by (labels, locations), ordered by a fixed hash of
+    // that key (cheap to sort; the same order on every run), then by the
+    // key where hashes are equal, which also puts equal keys side by side.
+    let chain = |i: usize| {
+        profile
+            .chain(&profile.samples[i])
+            .iter()
+            .map(|&l| location_id[l as usize])
+    };
+    let key_hash = |i: usize| {
+        use std::hash::{Hash, Hasher};
+        let mut hasher = rustc_hash::FxHasher::default();
+        label_set_of_thread[profile.samples[i].thread as usize].hash(&mut hasher);
+        for l in chain(i) {
+            l.hash(&mut hasher);
+        }
+        hasher.finish()
+    };
+    let key_cmp = |a: usize, b: usize| {
+        let labels = |i: usize| label_set_of_thread[profile.samples[i].thread as usize];
+        labels(a)
+            .cmp(&labels(b))
+            .then_with(|| chain(a).cmp(chain(b)))
+    };
+    let mut order: Vec<(u64, u32)> = (0..profile.samples.len())
+        .into_par_iter()
+        .map(|i| (key_hash(i), i as u32))
+        .collect();
+    order.par_sort_unstable_by(|&(ha, a), &(hb, b)| {
+        ha.cmp(&hb).then_with(|| key_cmp(a as usize, b as usize))
+    });
+    let mut samples: Vec<MergedSample> = Vec::with_capacity(order.len());
+    let mut previous: Option<(u64, usize)> = None;
+    for (hash, index) in order {
+        let index = index as usize;
+        let sample = &profile.samples[index];
+        let cpu = match options.unit {
+            SampleUnit::CpuNanoseconds { period } => {
+                if options.weights_are_periods {
+                    sample.weight as i64
+                } else {
+                    (sample.samples as i64).saturating_mul(period)
+                }
+            }
+            SampleUnit::Count => 0,
+        };
+        let same = previous.is_some_and(|(h, p)| h == hash && key_cmp(p, index).is_eq());
+        match samples.last_mut() {
+            Some(last) if same => {
+                last.samples += sample.samples as i64;
+                last.cpu += cpu;
+            }
+            _ => {
+                samples.push(MergedSample {
+                    labels: label_set_of_thread[sample.thread as usize],
+                    representative: index as u32,
+                    samples: sample.samples as i64,
+                    cpu,
+                });
+                previous = Some((hash, index));
+            }
+        }
+    }
+    let label_sets: Vec<Vec<Label>> = label_sets
+        .iter()
+        .map(|labels| {
+            labels
+                .iter()
+                .map(|(key, value)| Label {
+                    key: strings.get(key),
+                    str: strings.get(value),
+                    num: 0,
+                    num_unit: 0,
+                })
+                .collect()
+        })
+        .collect();
+    message.string_table = strings.table;
+    Ok(Prepared {
+        message,
+        unit: options.unit,
+        label_sets,
+        location_id,
+        samples,
+    })
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}

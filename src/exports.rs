@@ -1,0 +1,98 @@
+//! `--pprof` and `--speedscope`: the glue between the collapsed profile and
+//! the export crate.
+
+use std::path::Path;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use anyhow::{bail, Context, Result};
+use collapse::{AddressProfile, EventInfo, EventKind};
+use export::{PprofOptions, SampleUnit};
+use folded::FoldedStacks;
+
+use crate::cli::Args;
+use crate::output;
+
+/// What the exports need to know besides the stacks.
+pub struct Exports {
+    pub unit: SampleUnit,
+    pub weights_are_periods: bool,
+    pub time_nanos: i64,
+    pub duration_nanos: u64,
+    /// The profile's name in speedscope.
+    pub name: String,
+}
+
+/// The sample unit of `event`: CPU time at its frequency (or `live_frequency`,
+/// when recording) or fixed period, counts for tracepoints and the like.
+pub fn sample_unit(event: &EventInfo, live_frequency: Option<u64>) -> SampleUnit {
+    match event.kind {
+        EventKind::CpuClock | EventKind::TaskClock => {
+            let period = match (live_frequency.or(event.frequency), event.period) {
+                (Some(hz), _) if hz > 0 => 1_000_000_000 / hz as i64,
+                (_, Some(ns)) if ns > 0 => ns as i64,
+                _ => 1_000_000_000 / 99,
+            };
+            SampleUnit::CpuNanoseconds { period }
+        }
+        _ => SampleUnit::Count,
+    }
+}
+
+/// When a recording read from `path` started: its file's modification time
+/// minus the sampled duration (perf.data has no wall clock of its own).
+/// The same file always gives the same time.
+pub fn recording_start(path: &Path, duration_ns: u64) -> i64 {
+    std::fs::metadata(path)
+        .and_then(|m| m.modified())
+        .ok()
+        .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+        .map_or(0, |d| d.as_nanos() as i64 - duration_ns as i64)
+}
+
+/// Now minus `duration_ns`, for a recording that just ended.
+pub fn started_before_now(duration_ns: u64) -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as i64 - duration_ns as i64)
+}
+
+impl Exports {
+    /// Writes the files `args` asks for.
+    pub fn write(
+        &self,
+        args: &Args,
+        stacks: &FoldedStacks,
+        addresses: Option<&AddressProfile>,
+    ) -> Result<()> {
+        if let Some(path) = &args.pprof {
+            let Some(addresses) = addresses else {
+                bail!("--pprof: no address-level samples were kept");
+            };
+            let options = PprofOptions {
+                unit: self.unit,
+                weights_are_periods: self.weights_are_periods,
+                time_nanos: self.time_nanos,
+                duration_nanos: self.duration_nanos as i64,
+            };
+            output::write_file_replacing(path, |out| {
+                export::write_pprof(addresses, stacks, &options, out).map_err(std::io::Error::other)
+            })
+            .with_context(|| format!("writing {}", path.display()))?;
+        }
+        if let Some(path) = &args.speedscope {
+            let nanoseconds = match self.unit {
+                SampleUnit::CpuNanoseconds { period } if !self.weights_are_periods => {
+                    Some(period as u64)
+                }
+                SampleUnit::CpuNanoseconds { .. } => Some(1),
+                SampleUnit::Count => None,
+            };
+            output::write_file_replacing(path, |out| {
+                export::write_speedscope(stacks, &self.name, nanoseconds, out)
+                    .map_err(std::io::Error::other)
+            })
+            .with_context(|| format!("writing {}", path.display()))?;
+        }
+        Ok(())
+    }
+}
