@@ -140,6 +140,32 @@ pub struct Args {
     #[arg(long, value_name = "FILE")]
     pub speedscope: Option<PathBuf>,
 
+    /// Upload the profile to a Grafana Pyroscope server (its base URL, e.g.
+    /// http://pyroscope:4040) through its /ingest API, as pprof. Local
+    /// outputs are written first and kept whatever happens.
+    #[arg(
+        long,
+        value_name = "URL",
+        requires = "app",
+        conflicts_with = "from_folded",
+        help_heading = "Pyroscope"
+    )]
+    pub push: Option<String>,
+
+    /// Application name for --push ([A-Za-z0-9_.-]).
+    #[arg(long, value_name = "NAME", help_heading = "Pyroscope")]
+    pub app: Option<String>,
+
+    /// Extra label for --push, KEY=VALUE (KEY in [A-Za-z0-9_.]); repeatable.
+    /// `hostname` is always added.
+    #[arg(long = "label", value_name = "KEY=VALUE", help_heading = "Pyroscope")]
+    pub labels: Vec<String>,
+
+    /// Upload a recording whose samples are more than an hour old (which
+    /// Pyroscope refuses) as if it had just been made.
+    #[arg(long, help_heading = "Pyroscope")]
+    pub override_timestamp: bool,
+
     #[command(flatten)]
     pub read: ReadArgs,
 

@@ -10,7 +10,7 @@ use export::{PprofOptions, SampleUnit};
 use folded::FoldedStacks;
 
 use crate::cli::Args;
-use crate::output;
+use crate::{output, push};
 
 /// What the exports need to know besides the stacks.
 pub struct Exports {
@@ -94,5 +94,48 @@ impl Exports {
             .with_context(|| format!("writing {}", path.display()))?;
         }
         Ok(())
+    }
+
+    /// `--push`: uploads the profile (split to Pyroscope's limits). Called
+    /// after every local output is written.
+    pub fn push(
+        &self,
+        args: &Args,
+        stacks: &FoldedStacks,
+        addresses: Option<&AddressProfile>,
+        hostname: &str,
+    ) -> Result<()> {
+        let Some(url) = &args.push else {
+            return Ok(());
+        };
+        let Some(addresses) = addresses else {
+            bail!("--push: no address-level samples were kept");
+        };
+        let target = push::Target::new(
+            url,
+            args.app.as_deref().unwrap_or(""),
+            &args.labels,
+            hostname,
+        )?;
+        let sample_rate = match self.unit {
+            SampleUnit::CpuNanoseconds { period } if period > 0 => (1_000_000_000 / period) as u64,
+            _ => 100,
+        };
+        let window = push::Window {
+            start_ns: self.time_nanos,
+            end_ns: self.time_nanos + self.duration_nanos as i64,
+            sample_rate,
+        }
+        .checked(args.override_timestamp)?;
+        let options = PprofOptions {
+            unit: self.unit,
+            weights_are_periods: self.weights_are_periods,
+            time_nanos: window.start_ns,
+            duration_nanos: window.end_ns - window.start_ns,
+        };
+        let parts =
+            export::upload_parts(addresses, stacks, &options, export::UploadLimits::default())
+                .context("--push: encoding the profile")?;
+        push::upload(&target, &window, &parts, args.quiet)
     }
 }

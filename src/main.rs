@@ -6,6 +6,7 @@ mod diff;
 mod exports;
 mod jvm;
 mod output;
+mod push;
 mod summary;
 
 use std::io::{self, BufReader, IsTerminal};
@@ -27,6 +28,8 @@ use folded::FoldedStacks;
 const EXIT_PARTIAL: u8 = 3;
 /// Exit status for errors (no graph).
 const EXIT_ERROR: u8 = 2;
+/// Exit status when every local output was written but `--push` failed.
+const EXIT_PUSH_FAILED: u8 = 4;
 
 /// How the run ended, for the exit status.
 enum Completeness {
@@ -36,6 +39,8 @@ enum Completeness {
     Partial,
     /// A recorded command's exit status, passed on.
     Command(i32),
+    /// Local outputs written, the upload failed (said on stderr).
+    PushFailed,
 }
 
 fn main() -> ExitCode {
@@ -44,6 +49,7 @@ fn main() -> ExitCode {
         Ok(Completeness::Complete) => ExitCode::SUCCESS,
         Ok(Completeness::Partial) => ExitCode::from(EXIT_PARTIAL),
         Ok(Completeness::Command(status)) => ExitCode::from(status.clamp(0, 255) as u8),
+        Ok(Completeness::PushFailed) => ExitCode::from(EXIT_PUSH_FAILED),
         Err(error) if output::is_broken_pipe(&error) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("flamegraph-perf: {error:#}");
@@ -65,6 +71,15 @@ fn run(args: &Args) -> Result<Completeness> {
     }
     if let Some(Subcommand::Diff(diff)) = &args.subcommand {
         return diff::run(diff);
+    }
+    if let Some(url) = &args.push {
+        // Bad names and labels are usage errors: refuse them before any work.
+        push::Target::new(
+            url,
+            args.app.as_deref().unwrap_or(""),
+            &args.labels,
+            "check",
+        )?;
     }
     if let Some(path) = &args.from_folded {
         let stacks = read_folded(path)?;
@@ -108,7 +123,7 @@ fn run(args: &Args) -> Result<Completeness> {
         &args.read,
         args.threads,
         args.quiet,
-        args.pprof.is_some(),
+        args.pprof.is_some() || args.push.is_some(),
         &mut timings,
     )?;
     if recording.stacks.is_empty() {
@@ -148,6 +163,15 @@ fn run(args: &Args) -> Result<Completeness> {
         .unwrap_or_else(this_hostname);
     output::write(args, &recording.stacks, &hostname)?;
     timings.phase("render");
+    if let Err(error) = exports.push(
+        args,
+        &recording.stacks,
+        recording.addresses.as_ref(),
+        &hostname,
+    ) {
+        eprintln!("flamegraph-perf: {error:#}");
+        return Ok(Completeness::PushFailed);
+    }
     timings.finish();
     Ok(if recording.read.is_partial() {
         Completeness::Partial
@@ -304,7 +328,7 @@ fn record_live(args: &Args) -> Result<Completeness> {
         duration: None,
     };
     let mut collapser = Collapser::new(CollapseOptions {
-        keep_addresses: args.pprof.is_some(),
+        keep_addresses: args.pprof.is_some() || args.push.is_some(),
         ..collapse_options(&args.read, args.threads, 0, kernel_max_stack())?
     });
     let mut reporter = output::StderrReporter::new(args.quiet);
@@ -401,6 +425,10 @@ fn record_live(args: &Args) -> Result<Completeness> {
     };
     exports.write(args, &stacks, addresses.as_ref())?;
     output::write(args, &stacks, &hostname)?;
+    if let Err(error) = exports.push(args, &stacks, addresses.as_ref(), &hostname) {
+        eprintln!("flamegraph-perf: {error:#}");
+        return Ok(Completeness::PushFailed);
+    }
     Ok(match summary.command_status {
         Some(status) if status != 0 => Completeness::Command(status),
         _ => Completeness::Complete,

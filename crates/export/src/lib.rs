@@ -11,7 +11,7 @@
 pub mod pprof;
 pub mod speedscope;
 
-pub use pprof::{write_pprof, PprofOptions, SampleUnit};
+pub use pprof::{upload_parts, write_pprof, PprofOptions, SampleUnit, UploadLimits};
 pub use speedscope::write_speedscope;
 
 /// Why an export could not be written.

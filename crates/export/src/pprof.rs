@@ -658,3 +658,90 @@ fn prepare(
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
+
+/// Limits of one upload (Grafana Pyroscope's `/ingest`).
+#[derive(Clone, Copy, Debug)]
+pub struct UploadLimits {
+    /// Most samples in one profile. Default: 16,000.
+    pub max_samples: usize,
+    /// Most bytes of one profile before compression. Default: 4 MiB.
+    pub max_bytes: usize,
+}
+
+impl Default for UploadLimits {
+    fn default() -> UploadLimits {
+        UploadLimits {
+            max_samples: 16_000,
+            max_bytes: 4 << 20,
+        }
+    }
+}
+
+/// The profile as one or more gzip-compressed pprof profiles that each
+/// stay within `limits`: the samples are split, never dropped, and each
+/// part carries only the locations, functions and mappings it uses. The
+/// parts' samples add up to the whole.
+pub fn upload_parts(
+    profile: &AddressProfile,
+    names: &FoldedStacks,
+    options: &PprofOptions,
+    limits: UploadLimits,
+) -> Result<Vec<Vec<u8>>, ExportError> {
+    let prepared = prepare(profile, names, options)?;
+    // One sample per merged sample, so a part's count is its pprof count.
+    let merged: Vec<flamegraph_perf_collapse::AddressSample> = prepared
+        .samples
+        .iter()
+        .map(|s| {
+            let representative = &profile.samples[s.representative as usize];
+            flamegraph_perf_collapse::AddressSample {
+                thread: representative.thread,
+                chain: representative.chain,
+                samples: s.samples as u64,
+                weight: if options.weights_are_periods {
+                    s.cpu as u64
+                } else {
+                    s.samples as u64
+                },
+            }
+        })
+        .collect();
+    let mut parts = Vec::new();
+    let mut pending: Vec<&[flamegraph_perf_collapse::AddressSample]> =
+        merged.chunks(limits.max_samples.max(1)).rev().collect();
+    while let Some(chunk) = pending.pop() {
+        // The part's own chains, back to back.
+        let mut chains = Vec::new();
+        let samples = chunk
+            .iter()
+            .map(|sample| {
+                let start = chains.len() as u32;
+                chains.extend_from_slice(profile.chain(sample));
+                flamegraph_perf_collapse::AddressSample {
+                    chain: (start, sample.chain.1),
+                    ..sample.clone()
+                }
+            })
+            .collect();
+        let part = AddressProfile {
+            objects: profile.objects.clone(),
+            locations: profile.locations.clone(),
+            threads: profile.threads.clone(),
+            samples,
+            chains,
+        };
+        let message = encode(&part, names, options)?;
+        if message.encoded_len() > limits.max_bytes && chunk.len() > 1 {
+            let (first, second) = chunk.split_at(chunk.len() / 2);
+            pending.push(second);
+            pending.push(first);
+            continue;
+        }
+        let mut gzip = flate2::GzBuilder::new()
+            .mtime(0)
+            .write(Vec::new(), flate2::Compression::default());
+        gzip.write_all(&message.encode_to_vec())?;
+        parts.push(gzip.finish()?);
+    }
+    Ok(parts)
+}
