@@ -161,6 +161,18 @@ pub struct Args {
     #[arg(long = "label", value_name = "KEY=VALUE", help_heading = "Pyroscope")]
     pub labels: Vec<String>,
 
+    /// When recording with --push: upload a profile of each interval
+    /// (e.g. 15s, 1m, 500ms) while sampling goes on; the last one when
+    /// recording stops.
+    #[arg(
+        long,
+        value_name = "DURATION",
+        default_value = "15s",
+        value_parser = parse_duration,
+        help_heading = "Pyroscope"
+    )]
+    pub push_interval: std::time::Duration,
+
     /// Upload a recording whose samples are more than an hour old (which
     /// Pyroscope refuses) as if it had just been made.
     #[arg(long, help_heading = "Pyroscope")]
@@ -330,6 +342,29 @@ pub struct RenderArgs {
     pub countname: Option<String>,
 }
 
+/// `15s`, `1m`, `500ms`, `2h`, or plain seconds.
+fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let number: f64 = number
+        .parse()
+        .map_err(|_| format!("{text:?}: expected a number and a unit (15s, 1m, 500ms)"))?;
+    let seconds = match unit {
+        "" | "s" => number,
+        "ms" => number / 1000.0,
+        "m" => number * 60.0,
+        "h" => number * 3600.0,
+        _ => return Err(format!("{text:?}: unknown unit {unit:?} (ms, s, m, h)")),
+    };
+    if !(0.1..=86400.0).contains(&seconds) {
+        return Err(format!("{text:?}: between 100ms and 24h"));
+    }
+    Ok(std::time::Duration::from_secs_f64(seconds))
+}
+
 /// `--weight` values.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum WeightArg {
@@ -343,6 +378,21 @@ pub enum WeightArg {
 mod tests {
     use super::*;
     use clap::CommandFactory;
+
+    #[test]
+    fn durations() {
+        assert_eq!(
+            parse_duration("15s"),
+            Ok(std::time::Duration::from_secs(15))
+        );
+        assert_eq!(parse_duration("1m"), Ok(std::time::Duration::from_secs(60)));
+        assert_eq!(
+            parse_duration("500ms"),
+            Ok(std::time::Duration::from_millis(500))
+        );
+        assert!(parse_duration("5x").is_err());
+        assert!(parse_duration("0s").is_err());
+    }
 
     #[test]
     fn argument_definitions_are_consistent() {

@@ -2,6 +2,7 @@
 //! rendering. All real work lives in the workspace crates.
 
 mod cli;
+mod continuous;
 mod diff;
 mod exports;
 mod jvm;
@@ -332,23 +333,7 @@ fn record_live(args: &Args) -> Result<Completeness> {
         ..collapse_options(&args.read, args.threads, 0, kernel_max_stack())?
     });
     let mut reporter = output::StderrReporter::new(args.quiet);
-    let summary = record::record(
-        &options,
-        record::Consumers {
-            sink: &mut collapser,
-            reporter: &mut reporter,
-        },
-    )?;
-    reporter.finish();
-    if !args.no_jvm_attach {
-        jvm::dump_perf_maps(&collapser.sampled_pids(), args.quiet);
-    }
-    let Collapsed {
-        stacks,
-        stats,
-        perf_maps,
-        addresses,
-    } = collapser.finish(SymbolizerOptions {
+    let symbolizer_options = SymbolizerOptions {
         symfs: args.read.symfs.clone(),
         kallsyms: args.read.kallsyms.clone(),
         inline: args.read.inline,
@@ -356,7 +341,65 @@ fn record_live(args: &Args) -> Result<Completeness> {
         perf_map_dirs: Vec::new(),
         live_processes: true,
         recorded_kernel_release: None,
-    });
+    };
+    let unit = live_sample_unit(args);
+    let mut push_failed = false;
+    let (summary, stacks, stats, perf_maps, addresses) = if let Some(url) = &args.push {
+        if args.pprof.is_some() {
+            bail!("--pprof and --push while recording: each window is uploaded on its own; write a pprof file with -o and -i instead");
+        }
+        let target = push::Target::new(
+            url,
+            args.app.as_deref().unwrap_or(""),
+            &args.labels,
+            &this_hostname(),
+        )?;
+        let mut windowed = continuous::WindowedPush::new(
+            &mut collapser,
+            symbolizer_options,
+            target,
+            args.push_interval,
+            unit,
+            args.read.weight == WeightArg::Period,
+            args.quiet,
+        );
+        let summary = record::record(
+            &options,
+            record::Consumers {
+                sink: &mut windowed,
+                reporter: &mut reporter,
+            },
+        )?;
+        reporter.finish();
+        let finished = windowed.finish()?;
+        push_failed = finished.failed > 0;
+        (
+            summary,
+            finished.stacks,
+            finished.stats,
+            finished.perf_maps,
+            None,
+        )
+    } else {
+        let summary = record::record(
+            &options,
+            record::Consumers {
+                sink: &mut collapser,
+                reporter: &mut reporter,
+            },
+        )?;
+        reporter.finish();
+        if !args.no_jvm_attach {
+            jvm::dump_perf_maps(&collapser.sampled_pids(), args.quiet);
+        }
+        let Collapsed {
+            stacks,
+            stats,
+            perf_maps,
+            addresses,
+        } = collapser.finish(symbolizer_options);
+        (summary, stacks, stats, perf_maps, addresses)
+    };
     if !args.quiet {
         output::print_record_summary(&summary, &stats);
     }
@@ -406,18 +449,9 @@ fn record_live(args: &Args) -> Result<Completeness> {
         };
         summary::write(json, &facts, &stacks)?;
     }
-    let tracepoint = summary.event_name.contains(':')
-        && !summary.event_name.starts_with("cpu-clock")
-        && !summary.event_name.starts_with("task-clock");
     let duration_ns = summary.duration.as_nanos() as u64;
     let exports = exports::Exports {
-        unit: if tracepoint {
-            export::SampleUnit::Count
-        } else {
-            export::SampleUnit::CpuNanoseconds {
-                period: 1_000_000_000 / args.frequency.max(1) as i64,
-            }
-        },
+        unit,
         weights_are_periods: args.read.weight == WeightArg::Period,
         time_nanos: exports::started_before_now(duration_ns),
         duration_nanos: duration_ns,
@@ -425,8 +459,7 @@ fn record_live(args: &Args) -> Result<Completeness> {
     };
     exports.write(args, &stacks, addresses.as_ref())?;
     output::write(args, &stacks, &hostname)?;
-    if let Err(error) = exports.push(args, &stacks, addresses.as_ref(), &hostname) {
-        eprintln!("flamegraph-perf: {error:#}");
+    if push_failed {
         return Ok(Completeness::PushFailed);
     }
     Ok(match summary.command_status {
@@ -524,6 +557,20 @@ fn collapse_options(
         counting_thread: threads != Some(1),
         keep_addresses: false,
     })
+}
+
+/// The sample unit of a live recording: CPU time at `-F` for the clock
+/// events (and cycles/instructions, which fall back to cpu-clock here),
+/// counts for tracepoints.
+fn live_sample_unit(args: &Args) -> export::SampleUnit {
+    let event = args.read.event.as_deref().unwrap_or("cpu-clock");
+    if event.contains(':') && !event.starts_with("cpu-clock") && !event.starts_with("task-clock") {
+        export::SampleUnit::Count
+    } else {
+        export::SampleUnit::CpuNanoseconds {
+            period: 1_000_000_000 / args.frequency.max(1) as i64,
+        }
+    }
 }
 
 /// `kernel.perf_event_max_stack` here (127 if unreadable).

@@ -454,3 +454,126 @@ fn bad_labels_and_names_are_refused_before_reading() {
     }
     assert_eq!(server.seen.lock().unwrap().requests, 0);
 }
+
+/// Whether live recording works here; under CI=true it must.
+fn can_record() -> bool {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let root = status
+        .lines()
+        .find_map(|l| l.strip_prefix("Uid:"))
+        .and_then(|uids| uids.split_whitespace().nth(1))
+        == Some("0");
+    let paranoid: i32 = std::fs::read_to_string("/proc/sys/kernel/perf_event_paranoid")
+        .ok()
+        .and_then(|p| p.trim().parse().ok())
+        .unwrap_or(2);
+    if root || paranoid <= 0 {
+        return true;
+    }
+    assert!(!ci_requires_live(), "CI=true requires recording to work");
+    eprintln!("skipped: needs root or kernel.perf_event_paranoid <= 0");
+    false
+}
+
+fn folded_total(text: &[u8]) -> u64 {
+    String::from_utf8_lossy(text)
+        .lines()
+        .filter_map(|l| l.rsplit_once(' '))
+        .map(|(_, n)| n.parse::<u64>().unwrap())
+        .sum()
+}
+
+#[test]
+fn continuous_push_uploads_one_window_per_interval() {
+    if !can_record() {
+        return;
+    }
+    let server = serve(Mode::Accept);
+    let args: Vec<String> = [
+        "-a",
+        "-g",
+        "-q",
+        "--folded",
+        "--push",
+        &server.url,
+        "--app",
+        "fleet.test",
+        "--label",
+        "cluster=kafka",
+        "--push-interval",
+        "1s",
+        "--",
+        "sleep",
+        "3.5",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let output = run_push(&args);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let seen = server.seen.lock().unwrap();
+    assert!(seen.refusals.is_empty(), "{:?}", seen.refusals);
+    assert!(seen.uploads.len() >= 3, "{} windows", seen.uploads.len());
+    let mut previous_until = 0i64;
+    for upload in &seen.uploads {
+        let name = &upload.params["name"];
+        assert!(
+            name.starts_with("fleet.test{") && name.contains("cluster=kafka"),
+            "{name}"
+        );
+        assert!(name.contains("hostname="), "{name}");
+        let from: i64 = upload.params["from"].parse().unwrap();
+        let until: i64 = upload.params["until"].parse().unwrap();
+        assert!(from < until);
+        // Windows follow each other (whole seconds: they may share one).
+        assert!(from + 1 >= previous_until, "{from} after {previous_until}");
+        previous_until = until;
+    }
+    // Nothing is lost between windows: the uploads add up to the graph.
+    let uploaded: u64 = samples_by_comm(&seen.uploads).values().sum();
+    assert_eq!(uploaded, folded_total(&output.stdout));
+}
+
+#[test]
+fn continuous_push_keeps_sampling_when_uploads_fail() {
+    if !can_record() {
+        return;
+    }
+    let server = serve(Mode::Fail500);
+    let args: Vec<String> = [
+        "-a",
+        "-g",
+        "--folded",
+        "--keep-idle",
+        "--push",
+        &server.url,
+        "--app",
+        "fleet.test",
+        "--push-interval",
+        "1s",
+        "--",
+        "sleep",
+        "1.5",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let started = Instant::now();
+    let output = run_push(&args);
+    assert_eq!(output.status.code(), Some(4));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.matches("not uploaded").count() >= 2, "{stderr}");
+    assert!(
+        folded_total(&output.stdout) > 100,
+        "the local graph has everything"
+    );
+    assert!(
+        server.seen.lock().unwrap().requests >= 10,
+        "each window retried"
+    );
+    assert!(started.elapsed() < Duration::from_secs(40));
+}

@@ -359,18 +359,24 @@ impl Collapser {
     }
 
     /// Symbolizes and folds everything seen so far.
-    pub fn finish(self, symbolizer_options: SymbolizerOptions) -> Collapsed {
-        let Collapser {
-            options,
-            model,
-            mut dsos,
-            kernel_reference,
-            stacks,
-            thread_keys,
-            mut stats,
-            kernel_preload,
-            ..
-        } = self;
+    pub fn finish(mut self, symbolizer_options: SymbolizerOptions) -> Collapsed {
+        self.finish_window(symbolizer_options)
+    }
+
+    /// Symbolizes and folds the samples since the last window (or the
+    /// start), and starts a new window: processes, mappings and names seen
+    /// so far carry over, counts start again from zero. For continuous
+    /// profiling, one profile per interval.
+    pub fn finish_window(&mut self, symbolizer_options: SymbolizerOptions) -> Collapsed {
+        let counting_thread = self.options.counting_thread;
+        let stacks = std::mem::replace(&mut self.stacks, StackCounter::new(counting_thread));
+        let mut stats = std::mem::take(&mut self.stats);
+        let kernel_preload = std::mem::replace(&mut self.kernel_preload, KernelPreload::Off);
+        let options = &self.options;
+        let model = &self.model;
+        let kernel_reference = self.kernel_reference.clone();
+        let thread_keys = &self.thread_keys;
+        let dsos = &mut self.dsos;
         let stacks = stacks.finish();
         stats.distinct_address_stacks = stacks.len();
         let mut clock = PhaseClock::new();
