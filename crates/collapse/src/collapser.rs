@@ -408,7 +408,7 @@ impl Collapser {
         let mut parts: Vec<ResolvedPart> = jobs
             .into_par_iter()
             .map(|(part, items, offset)| {
-                ResolvedPart::resolve(part, items, offset, &model, &dsos, kernel_dso, call_sites)
+                ResolvedPart::resolve(part, items, offset, model, dsos, kernel_dso, call_sites)
             })
             .collect();
         drop(entries);
@@ -561,7 +561,7 @@ impl Collapser {
             Vec::new()
         };
         let context = FoldContext {
-            thread_keys: &thread_keys,
+            thread_keys,
             roots: &roots,
             java_threads: &java_threads,
             java_tidied: &java_tidied,
@@ -598,8 +598,8 @@ impl Collapser {
             address_profile(
                 &frames,
                 &frame_names,
-                &dsos,
-                &thread_keys,
+                dsos,
+                thread_keys,
                 &roots,
                 address_samples,
                 chains,
