@@ -15,7 +15,8 @@ use clap::{Parser, ValueEnum};
 ///   flamegraph-perf -a -g -- sleep 10 > out.svg
 ///
 /// Exit status: 0 success; 2 error, no graph; 3 graph made from partial data
-/// (the recording is damaged or was cut short); when recording a command,
+/// (the recording is damaged or was cut short); 4 local outputs written but
+/// --push failed; when recording a command,
 /// the command's exit status (128+N if it died of signal N).
 #[derive(Debug, Parser)]
 #[command(

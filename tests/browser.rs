@@ -331,3 +331,47 @@ fn large_graph_loads_and_zooms() {
         result["zoom_ms"].as_f64().unwrap()
     );
 }
+
+/// Our speedscope export opens in the speedscope app itself (from its npm
+/// package), in Chromium, without errors.
+#[test]
+fn speedscope_export_opens_in_speedscope() {
+    let Some(browser) = browser_or_skip("speedscope_export_opens_in_speedscope") else {
+        return;
+    };
+    if !root()
+        .join("tests/browser/node_modules/speedscope")
+        .is_dir()
+    {
+        assert!(
+            !ci_requires_live(),
+            "CI=true but the speedscope package is missing"
+        );
+        eprintln!("skipping: tests/browser/node_modules/speedscope missing");
+        return;
+    }
+    let dir = artifacts();
+    let json = dir.join("spin.speedscope.json");
+    let mut args = fixture_args("spin");
+    args.extend([
+        "-q".into(),
+        "--speedscope".into(),
+        json.display().to_string(),
+    ]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    assert!(run(&args).status.success());
+    let shot = dir.join("spin-in-speedscope.png");
+    let r = drive(
+        &browser,
+        &["speedscope", json.to_str().unwrap(), shot.to_str().unwrap()],
+    );
+    let text = r["text"].as_str().unwrap();
+    // The profile's name (the recording's path) and the views are shown.
+    assert!(text.contains("spin/perf.data"), "{text}");
+    assert!(
+        text.contains("Left Heavy") && text.contains("Sandwich"),
+        "{text}"
+    );
+    assert!(r["canvases"].as_u64().unwrap() >= 1);
+    assert!(is_png(&shot));
+}

@@ -5,6 +5,7 @@
 //   node drive.mjs CHROMIUM svg  FILE.svg  FRAME UNRELATED TERM SHOT.png
 //   node drive.mjs CHROMIUM html FILE.html FRAME TERM SHOT.png
 //   node drive.mjs CHROMIUM load ROUNDS FILE.svg...
+//   node drive.mjs CHROMIUM speedscope FILE.json SHOT.png
 //
 // svg:  clicks the widest FRAME (a function name as shown in tooltips), then
 //       "Reset Zoom"; searches TERM with the Search control and again with
@@ -13,6 +14,8 @@
 //       every graph's zoom state, then searches TERM in the BEFORE graph and
 //       reports every graph's match text, then resets from the diff graph.
 // load: load-event time and time of a zoom click, medians of ROUNDS.
+// speedscope: opens the speedscope app shipped in its npm package, imports
+//       FILE with its Browse button and reports what the page shows.
 //
 // Chromium runs with a fresh user-data directory and no network services.
 import { chromium } from "playwright-core";
@@ -32,8 +35,8 @@ const CHROMIUM_ARGS = [
 ];
 
 const [executablePath, mode, ...rest] = process.argv.slice(2);
-if (!executablePath || !["svg", "html", "load"].includes(mode)) {
-  console.error("usage: node drive.mjs CHROMIUM svg|html|load ...");
+if (!executablePath || !["svg", "html", "load", "speedscope"].includes(mode)) {
+  console.error("usage: node drive.mjs CHROMIUM svg|html|load|speedscope ...");
   process.exit(2);
 }
 
@@ -259,9 +262,31 @@ async function loadMode([roundsArg, ...files]) {
   return out;
 }
 
+async function speedscopeMode([file, shot]) {
+  const page = await context.newPage();
+  watch(page);
+  const app = new URL("node_modules/speedscope/dist/release/index.html", import.meta.url);
+  await page.goto(app.href, { waitUntil: "load" });
+  const chooser = page.waitForEvent("filechooser");
+  await page.locator("text=Browse").last().click();
+  await (await chooser).setFiles(resolve(file));
+  await page.waitForFunction(() => !document.body.innerText.includes("Drag and drop"), null, {
+    timeout: 20000,
+  });
+  await settle(page);
+  await page.screenshot({ path: shot });
+  const result = await page.evaluate(() => ({
+    text: document.body.innerText.slice(0, 2000),
+    canvases: document.querySelectorAll("canvas").length,
+  }));
+  await page.close();
+  return result;
+}
+
 let result;
 try {
   if (mode === "svg") result = await svgMode(rest);
+  else if (mode === "speedscope") result = await speedscopeMode(rest);
   else if (mode === "html") result = await htmlMode(rest);
   else result = await loadMode(rest);
 } finally {
