@@ -9,9 +9,9 @@ use flamegraph_perf_folded::FrameId;
 /// [`crate::Collapser::finish`] when
 /// [`crate::CollapseOptions::keep_addresses`] is set.
 ///
-/// Nothing here is sorted: indices follow the collapser's internal order,
-/// which may differ between runs with different thread counts; exporters
-/// that promise stable bytes sort.
+/// Samples are in the order their raw stacks were first seen in the
+/// recording, the same on every run whatever the thread count; locations
+/// and objects follow the collapser's internal order, which may not be.
 #[derive(Clone, Debug, Default)]
 pub struct AddressProfile {
     /// Code objects that locations refer to.

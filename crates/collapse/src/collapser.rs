@@ -387,8 +387,16 @@ impl Collapser {
         //    are never more), so no second copy of the stacks exists.
         let kernel_dso = dsos.kernel();
         let call_sites = options.return_addresses == ReturnAddresses::CallSite;
-        let (mut items, mut entries) = stacks.into_parts();
-        entries.sort_unstable_by_key(|&(start, _, _)| start);
+        let (mut items, entries) = stacks.into_parts();
+        // Each stack keeps its first-seen rank (the same whatever the
+        // thread count) for the address-level output's order; the parts
+        // go by position in the buffer.
+        let mut entries: Vec<RawStackEntry> = entries
+            .into_iter()
+            .enumerate()
+            .map(|(rank, (start, len, counts))| (start, len, counts, rank as u32))
+            .collect();
+        entries.sort_unstable_by_key(|&(start, ..)| start);
         let part_len = entries
             .len()
             .div_ceil(rayon::current_num_threads())
@@ -399,7 +407,7 @@ impl Collapser {
         for part in entries.chunks(part_len) {
             let end = part
                 .last()
-                .map_or(consumed, |&(start, len, _)| start + len as usize);
+                .map_or(consumed, |&(start, len, ..)| start + len as usize);
             let (mine, tail) = std::mem::take(&mut rest).split_at_mut(end - consumed);
             jobs.push((part, mine, consumed));
             rest = tail;
@@ -571,7 +579,7 @@ impl Collapser {
             frame_ids: &items,
             keep_addresses: options.keep_addresses,
         };
-        let folded_parts: Vec<(StackList, CollapseStats, Vec<AddressSample>, Vec<u32>)> =
+        let folded_parts: Vec<FoldedPart> =
             parts.par_iter().map(|part| context.fold(part)).collect();
         drop(parts);
         drop(items);
@@ -580,9 +588,9 @@ impl Collapser {
         for (list, part_stats, samples, part_chains) in folded_parts {
             folded.append(list);
             let offset = u32::try_from(chains.len()).expect("under 2^32 chain entries");
-            address_samples.extend(samples.into_iter().map(|mut sample| {
+            address_samples.extend(samples.into_iter().map(|(rank, mut sample)| {
                 sample.chain.0 += offset;
-                sample
+                (rank, sample)
             }));
             chains.extend(part_chains);
             stats.idle_samples += part_stats.idle_samples;
@@ -593,6 +601,12 @@ impl Collapser {
             stats.unresolved_jit_frames += part_stats.unresolved_jit_frames;
             stats.weight += part_stats.weight;
         }
+        // First-seen order: the same on every run, whatever the thread count.
+        address_samples.par_sort_unstable_by_key(|&(rank, _)| rank);
+        let address_samples: Vec<AddressSample> = address_samples
+            .into_iter()
+            .map(|(_, sample)| sample)
+            .collect();
         clock.lap(&mut stats, "fold");
         let addresses = options.keep_addresses.then(|| {
             address_profile(
@@ -624,9 +638,32 @@ impl Collapser {
     }
 }
 
+/// A folded part: its stacks, the counts they add, and (when kept) its
+/// samples at address level with their first-seen ranks, and their chains.
+type FoldedPart = (
+    StackList,
+    CollapseStats,
+    Vec<(u32, AddressSample)>,
+    Vec<u32>,
+);
+
+/// One resolved stack of a [`ResolvedPart`].
+#[derive(Clone, Copy)]
+struct ResolvedStack {
+    /// Thread key id.
+    thread: u32,
+    samples: u64,
+    weight: u64,
+    /// Where its frame indices are (see [`ResolvedPart`]).
+    start: u32,
+    len: u32,
+    /// First-seen rank among all stacks.
+    rank: u32,
+}
+
 /// A raw stack in the counted stacks' buffer: start, length (thread key
-/// first, then addresses) and (samples, weight).
-type RawStackEntry = (usize, u32, (u64, u64));
+/// first, then addresses), (samples, weight) and first-seen rank.
+type RawStackEntry = (usize, u32, (u64, u64), u32);
 
 /// Stacks of one part of the raw stacks, as indices of distinct frames
 /// (object, lookup address) local to the part. The indices themselves are
@@ -638,7 +675,7 @@ struct ResolvedPart {
     renumbering: Vec<u32>,
     /// Per stack: thread key, samples, weight, and where its frame
     /// indices (leaf first) are in the buffer.
-    stacks: Vec<(u32, u64, u64, u32, u32)>,
+    stacks: Vec<ResolvedStack>,
     /// Samples whose user chain was cut where it left mapped code.
     cut_user_chains: u64,
 }
@@ -668,7 +705,7 @@ impl ResolvedPart {
         let mut stacks = Vec::with_capacity(entries.len());
         let mut cut_user_chains = 0;
         let mut resolved: Vec<u32> = Vec::new();
-        for &(start, len, (samples, weight)) in entries {
+        for &(start, len, (samples, weight), rank) in entries {
             let raw = &mut items[start - offset..start - offset + len as usize];
             let thread = (raw[0] >> 32) as u32;
             let version = raw[0] as u32 as MapVersion;
@@ -681,7 +718,14 @@ impl ResolvedPart {
                 *slot = u64::from(frame);
             }
             let start = u32::try_from(start).expect("stack buffer under 2^32 items");
-            stacks.push((thread, samples, weight, start, resolved.len() as u32));
+            stacks.push(ResolvedStack {
+                thread,
+                samples,
+                weight,
+                start,
+                len: resolved.len() as u32,
+                rank,
+            });
         }
         ResolvedPart {
             frames: resolver.frames,
@@ -708,8 +752,8 @@ impl PackedFrameIds {
         let mut k: usize = 0;
         for part in parts.iter_mut() {
             for stack in &mut part.stacks {
-                let (start, len) = (stack.3 as usize, stack.4 as usize);
-                stack.3 = u32::try_from(k).expect("under 2^32 frames");
+                let (start, len) = (stack.start as usize, stack.len as usize);
+                stack.start = u32::try_from(k).expect("under 2^32 frames");
                 for i in start..start + len {
                     let id = items[i] & 0xffff_ffff;
                     if k & 1 == 0 {
@@ -772,17 +816,22 @@ struct FoldContext<'a> {
 
 impl FoldContext<'_> {
     /// The part's stacks with names, and the counts they add to the stats.
-    fn fold(
-        &self,
-        part: &ResolvedPart,
-    ) -> (StackList, CollapseStats, Vec<AddressSample>, Vec<u32>) {
-        let frame_count: usize = part.stacks.iter().map(|s| s.4 as usize).sum();
+    fn fold(&self, part: &ResolvedPart) -> FoldedPart {
+        let frame_count: usize = part.stacks.iter().map(|s| s.len as usize).sum();
         let mut list = StackList::with_capacity(part.stacks.len(), frame_count + part.stacks.len());
         let mut stats = CollapseStats::default();
         let mut stack: Vec<FrameId> = Vec::new();
         let mut address_samples = Vec::new();
         let mut chains = Vec::new();
-        for &(thread, samples, weight, start, len) in &part.stacks {
+        for &ResolvedStack {
+            thread,
+            samples,
+            weight,
+            start,
+            len,
+            rank,
+        } in &part.stacks
+        {
             let key = self.thread_keys[thread as usize];
             stack.clear();
             stack.push(self.roots[thread as usize]);
@@ -823,12 +872,15 @@ impl FoldContext<'_> {
             stats.weight += weight;
             list.add(&stack, weight);
             if self.keep_addresses {
-                address_samples.push(AddressSample {
-                    thread,
-                    chain: (chains.len() as u32, len),
-                    samples,
-                    weight,
-                });
+                address_samples.push((
+                    rank,
+                    AddressSample {
+                        thread,
+                        chain: (chains.len() as u32, len),
+                        samples,
+                        weight,
+                    },
+                ));
                 chains.extend(
                     (start..start + len).map(|k| part.renumbering[self.frame_ids.get(k) as usize]),
                 );

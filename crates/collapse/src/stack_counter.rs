@@ -137,7 +137,18 @@ impl StackCounter {
             entry.0 += samples;
             entry.1 += weight;
         }
-        counts
+        // First-seen order, as counting on one thread gives: the stacks
+        // counted here came first, the worker saw the rest in order.
+        let mut first = vec![false; counts.len()];
+        let mut order: Vec<usize> = here
+            .iter()
+            .map(|(stack, _)| counts.position(stack).expect("merged above"))
+            .collect();
+        for &i in &order {
+            first[i] = true;
+        }
+        order.extend((0..counts.len()).filter(|&i| !first[i]));
+        counts.reordered(&order)
     }
 }
 
@@ -187,5 +198,10 @@ mod tests {
             assert_eq!(threaded.get(stack), Some(&(5, 15)));
             assert_eq!(inline.get(stack), Some(&(5, 15)));
         }
+        // Both in first-seen order, so later stages see the same sequence
+        // whatever the thread count.
+        let order = |t: &StackCounts| t.iter().map(|(s, _)| s.to_vec()).collect::<Vec<_>>();
+        assert_eq!(order(&threaded), stacks);
+        assert_eq!(order(&inline), stacks);
     }
 }

@@ -568,42 +568,31 @@ fn prepare(
         .map(|labels| label_sets.binary_search(&labels).expect("present") as u32)
         .collect();
 
-    // Samples merged by (labels, locations), ordered by a fixed hash of
-    // that key (cheap to sort; the same order on every run), then by the
-    // key where hashes are equal, which also puts equal keys side by side.
+    // Samples merged by (labels, locations), in the order the collapser
+    // gives them (first seen in the recording: the same on every run).
     let chain = |i: usize| {
         profile
             .chain(&profile.samples[i])
             .iter()
             .map(|&l| location_id[l as usize])
     };
+    let labels_of = |i: usize| label_set_of_thread[profile.samples[i].thread as usize];
     let key_hash = |i: usize| {
         use std::hash::{Hash, Hasher};
         let mut hasher = rustc_hash::FxHasher::default();
-        label_set_of_thread[profile.samples[i].thread as usize].hash(&mut hasher);
+        labels_of(i).hash(&mut hasher);
         for l in chain(i) {
             l.hash(&mut hasher);
         }
         hasher.finish()
     };
-    let key_cmp = |a: usize, b: usize| {
-        let labels = |i: usize| label_set_of_thread[profile.samples[i].thread as usize];
-        labels(a)
-            .cmp(&labels(b))
-            .then_with(|| chain(a).cmp(chain(b)))
-    };
-    let mut order: Vec<(u64, u32)> = (0..profile.samples.len())
+    let hashes: Vec<u64> = (0..profile.samples.len())
         .into_par_iter()
-        .map(|i| (key_hash(i), i as u32))
+        .map(key_hash)
         .collect();
-    order.par_sort_unstable_by(|&(ha, a), &(hb, b)| {
-        ha.cmp(&hb).then_with(|| key_cmp(a as usize, b as usize))
-    });
-    let mut samples: Vec<MergedSample> = Vec::with_capacity(order.len());
-    let mut previous: Option<(u64, usize)> = None;
-    for (hash, index) in order {
-        let index = index as usize;
-        let sample = &profile.samples[index];
+    let mut samples: Vec<MergedSample> = Vec::with_capacity(profile.samples.len());
+    let mut seen: hashbrown::HashTable<u32> = hashbrown::HashTable::new();
+    for (index, sample) in profile.samples.iter().enumerate() {
         let cpu = match options.unit {
             SampleUnit::CpuNanoseconds { period } => {
                 if options.weights_are_periods {
@@ -614,20 +603,29 @@ fn prepare(
             }
             SampleUnit::Count => 0,
         };
-        let same = previous.is_some_and(|(h, p)| h == hash && key_cmp(p, index).is_eq());
-        match samples.last_mut() {
-            Some(last) if same => {
-                last.samples += sample.samples as i64;
-                last.cpu += cpu;
+        let hash = hashes[index];
+        let found = seen.find(hash, |&m| {
+            let other = samples[m as usize].representative as usize;
+            hashes[other] == hash
+                && labels_of(other) == labels_of(index)
+                && chain(other).eq(chain(index))
+        });
+        match found {
+            Some(&m) => {
+                let merged = &mut samples[m as usize];
+                merged.samples += sample.samples as i64;
+                merged.cpu += cpu;
             }
-            _ => {
+            None => {
+                seen.insert_unique(hash, samples.len() as u32, |&m| {
+                    hashes[samples[m as usize].representative as usize]
+                });
                 samples.push(MergedSample {
-                    labels: label_set_of_thread[sample.thread as usize],
+                    labels: labels_of(index),
                     representative: index as u32,
                     samples: sample.samples as i64,
                     cpu,
                 });
-                previous = Some((hash, index));
             }
         }
     }

@@ -138,6 +138,35 @@ impl<T: Copy + Eq + Hash, V> SeqTable<T, V> {
             .map(|&(_, i)| &self.entries[i as usize].value)
     }
 
+    /// The insertion position of `sequence`, if present.
+    pub fn position(&self, sequence: &[T]) -> Option<usize> {
+        let hash = Self::hash(sequence);
+        self.index()
+            .find(hash, |&(h, i)| {
+                h == hash && self.slice(&self.entries[i as usize]) == sequence
+            })
+            .map(|&(_, i)| i as usize)
+    }
+
+    /// The same table with its sequences in a new order: `order` lists
+    /// every position once. The buffer is untouched; lookups still work.
+    ///
+    /// # Panics
+    /// If `order` is not a permutation of the positions.
+    pub fn reordered(self, order: &[usize]) -> Self {
+        assert_eq!(order.len(), self.entries.len(), "a permutation");
+        let mut slots: Vec<Option<Entry<V>>> = self.entries.into_iter().map(Some).collect();
+        let entries = order
+            .iter()
+            .map(|&i| slots[i].take().expect("each position once"))
+            .collect();
+        SeqTable {
+            items: self.items,
+            entries,
+            index: OnceLock::new(),
+        }
+    }
+
     /// Sequences and values, in insertion order.
     pub fn iter(&self) -> impl Iterator<Item = (&[T], &V)> {
         self.entries.iter().map(|e| (self.slice(e), &e.value))
