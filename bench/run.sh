@@ -17,7 +17,8 @@
 #      perl:        perf script | stackcollapse-perf.pl --all | flamegraph.pl  (if on PATH)
 #    then R rounds of ours with -j 1 and with all CPUs (thread scaling), and
 #    R rounds of ours without the per-boot kernel symbol cache (the first run
-#    after a boot). Prints medians of wall time, peak RSS (the largest
+#    after a boot), and R rounds with --pprof (the export's extra time).
+#    Prints medians of wall time, peak RSS (the largest
 #    process of a pipeline), the ratio and the targets.
 # 4. Unless --no-browser: the load time of both large SVGs in headless
 #    Chromium (needs /usr/bin/chromium and node; installs playwright-core
@@ -96,7 +97,7 @@ fi
 targets=()
 bench_file() {
     local label="$1" data="$2"
-    rm -f "$out"/{ours,inferno,script,perl,ours1,oursn,ourscold}.times
+    rm -f "$out"/{ours,inferno,script,perl,ours1,oursn,ourscold,ourspprof}.times
     for _ in $(seq "$rounds"); do
         time_cmd ours sh -c "'$ours_bin' -q -i '$data' > '$out/$label.ours.svg'"
         time_cmd inferno sh -c "perf script -i '$data' 2>/dev/null | inferno-collapse-perf --all | inferno-flamegraph > '$out/$label.inferno.svg'"
@@ -109,6 +110,7 @@ bench_file() {
         time_cmd ours1 sh -c "'$ours_bin' -q -j 1 -i '$data' > /dev/null"
         time_cmd oursn sh -c "'$ours_bin' -q -i '$data' > /dev/null"
         time_cmd ourscold env FLAMEGRAPH_PERF_NO_CACHE=1 sh -c "'$ours_bin' -q -i '$data' > /dev/null"
+        time_cmd ourspprof sh -c "'$ours_bin' -q -i '$data' --pprof '$out/$label.pb.gz' > /dev/null"
     done
     local t_ours r_ours t_inf r_inf t_script r_script t1 tn t_cold t_perl
     t_ours=$(col 1 "$out/ours.times" | median); r_ours=$(col 2 "$out/ours.times" | median)
@@ -126,6 +128,7 @@ bench_file() {
         "$t_perl" "${t_cold}s" \
         "${t1}s" "${tn}s" "$(ratio "$t1" "$tn")x"
     eval "${label}_speedup=$(ratio "$t_inf" "$t_ours")"
+    eval "${label}_pprof_extra=$(awk -v a="$(col 1 "$out/ourspprof.times" | median)" -v b="$tn" 'BEGIN{printf "%.2f", a-b}')"
     eval "${label}_rss_ours=$r_ours ${label}_rss_script=$r_script"
 }
 
@@ -144,6 +147,7 @@ echo
 pass() { if awk -v a="$1" -v b="$2" 'BEGIN{exit !(a >= b)}'; then echo PASS; else echo FAIL; fi; }
 echo "target: large >= 20x faster than the inferno pipeline: ${large_speedup}x $(pass "$large_speedup" 20)"
 echo "target: small >= 8x faster than the inferno pipeline: ${small_speedup}x $(pass "$small_speedup" 8)"
+echo "pprof: --pprof adds ${large_pprof_extra}s on large, ${small_pprof_extra}s on small (median, against the same runs without it)"
 echo "target: large peak RSS <= perf script's: $((large_rss_ours / 1024)) vs $((large_rss_script / 1024)) MiB $(pass "$large_rss_script" "$large_rss_ours")"
 
 if [ "$browser" = 1 ]; then
