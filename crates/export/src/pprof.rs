@@ -570,20 +570,15 @@ fn prepare(
 
     // Samples merged by (labels, locations), in the order the collapser
     // gives them (first seen in the recording: the same on every run).
-    let chain = |i: usize| {
-        profile
-            .chain(&profile.samples[i])
-            .iter()
-            .map(|&l| location_id[l as usize])
-    };
     let labels_of = |i: usize| label_set_of_thread[profile.samples[i].thread as usize];
+    // Location indices map one to one to ids, so the raw chains can be
+    // hashed and compared as they are.
+    let raw_chain = |i: usize| profile.chain(&profile.samples[i]);
     let key_hash = |i: usize| {
         use std::hash::{Hash, Hasher};
         let mut hasher = rustc_hash::FxHasher::default();
         labels_of(i).hash(&mut hasher);
-        for l in chain(i) {
-            l.hash(&mut hasher);
-        }
+        raw_chain(i).hash(&mut hasher);
         hasher.finish()
     };
     let hashes: Vec<u64> = (0..profile.samples.len())
@@ -608,7 +603,7 @@ fn prepare(
             let other = samples[m as usize].representative as usize;
             hashes[other] == hash
                 && labels_of(other) == labels_of(index)
-                && chain(other).eq(chain(index))
+                && raw_chain(other) == raw_chain(index)
         });
         match found {
             Some(&m) => {
