@@ -823,6 +823,7 @@ impl FoldContext<'_> {
         let mut stack: Vec<FrameId> = Vec::new();
         let mut address_samples = Vec::new();
         let mut chains = Vec::new();
+        let mut chain: Vec<u32> = Vec::new();
         for &ResolvedStack {
             thread,
             samples,
@@ -836,8 +837,12 @@ impl FoldContext<'_> {
             stack.clear();
             stack.push(self.roots[thread as usize]);
             let (mut unresolved, mut jit, mut unresolved_jit) = (0u64, 0u64, 0u64);
+            chain.clear();
             for k in (start..start + len).rev() {
                 let frame = part.renumbering[self.frame_ids.get(k) as usize];
+                if self.keep_addresses {
+                    chain.push(frame);
+                }
                 let (start, len, is_unresolved, is_jit) = self.frame_names.frames[frame as usize];
                 let count = u64::from(len);
                 unresolved += u64::from(is_unresolved) * count;
@@ -881,9 +886,8 @@ impl FoldContext<'_> {
                         weight,
                     },
                 ));
-                chains.extend(
-                    (start..start + len).map(|k| part.renumbering[self.frame_ids.get(k) as usize]),
-                );
+                // Collected root first above; chains are leaf first.
+                chains.extend(chain.iter().rev());
             }
         }
         (list, stats, address_samples, chains)

@@ -412,14 +412,17 @@ fn prepare(
     message.duration_nanos = options.duration_nanos;
 
     // Objects in name order become mappings 1…; only objects in use.
-    let used_locations: Vec<bool> = {
-        let mut used = vec![false; profile.locations.len()];
+    // How often each location occurs in the chains: the most frequent get
+    // the smallest ids, which are the shortest varints.
+    let uses: Vec<u32> = {
+        let mut uses = vec![0u32; profile.locations.len()];
         for &l in &profile.chains {
-            used[l as usize] = true;
+            uses[l as usize] = uses[l as usize].saturating_add(1);
         }
-        used
+        uses
     };
-    let mut ranges: BTreeMap<ObjectKey, AddressRange> = BTreeMap::new();
+    let used_locations: Vec<bool> = uses.iter().map(|&n| n > 0).collect();
+    let mut object_ranges: Vec<Option<AddressRange>> = vec![None; profile.objects.len()];
     for (location, _) in profile
         .locations
         .iter()
@@ -427,19 +430,25 @@ fn prepare(
         .filter(|(_, &used)| used)
     {
         if let Some(object) = location.object {
-            let o = &profile.objects[object as usize];
-            let range = ranges
-                .entry((
-                    o.name.clone(),
-                    o.build_id.clone().unwrap_or_default(),
-                    object,
-                ))
-                .or_insert((u64::MAX, 0, false));
+            let range = object_ranges[object as usize].get_or_insert((u64::MAX, 0, false));
             range.0 = range.0.min(location.address);
             range.1 = range.1.max(location.address.saturating_add(1));
             range.2 |= location.names.len() > 1;
         }
     }
+    let ranges: BTreeMap<ObjectKey, AddressRange> = object_ranges
+        .iter()
+        .enumerate()
+        .filter_map(|(object, range)| {
+            let o = &profile.objects[object];
+            let key = (
+                o.name.clone(),
+                o.build_id.clone().unwrap_or_default(),
+                object as u32,
+            );
+            range.map(|r| (key, r))
+        })
+        .collect();
     let mut mapping_of_object: HashMap<u32, u64> = HashMap::new();
     for ((name, build_id, object), (start, limit, inline)) in &ranges {
         let id = message.mapping.len() as u64 + 1;
@@ -496,8 +505,8 @@ fn prepare(
         });
     }
 
-    // Locations by (mapping, address, names).
-    let mut location_keys: Vec<(u64, u64, Vec<u64>, usize)> = profile
+    // Locations by use (most used first), then (mapping, address, names).
+    let mut location_keys: Vec<(std::cmp::Reverse<u32>, u64, u64, Vec<u64>, usize)> = profile
         .locations
         .iter()
         .enumerate()
@@ -511,12 +520,12 @@ fn prepare(
                 .rev()
                 .map(|&id| function_of_name[id as usize])
                 .collect();
-            (mapping, l.address, functions, i)
+            (std::cmp::Reverse(uses[i]), mapping, l.address, functions, i)
         })
         .collect();
-    location_keys.sort();
+    location_keys.par_sort_unstable();
     let mut location_id = vec![0u64; profile.locations.len()];
-    for (mapping, address, functions, index) in location_keys {
+    for (_, mapping, address, functions, index) in location_keys {
         let id = message.location.len() as u64 + 1;
         location_id[index] = id;
         message.location.push(Location {
@@ -586,7 +595,8 @@ fn prepare(
         .map(key_hash)
         .collect();
     let mut samples: Vec<MergedSample> = Vec::with_capacity(profile.samples.len());
-    let mut seen: hashbrown::HashTable<u32> = hashbrown::HashTable::new();
+    let mut seen: hashbrown::HashTable<u32> =
+        hashbrown::HashTable::with_capacity(profile.samples.len());
     for (index, sample) in profile.samples.iter().enumerate() {
         let cpu = match options.unit {
             SampleUnit::CpuNanoseconds { period } => {
