@@ -188,6 +188,9 @@ use proto::{Function, Label, Line, Location, Mapping, Profile, Sample, ValueType
 
 /// An object in mapping order: name, build id, index in the profile.
 type ObjectKey = (String, Vec<u8>, u32);
+/// A location's order: uses (most first), mapping, address, function ids,
+/// then its index in the profile.
+type LocationKey = (std::cmp::Reverse<u32>, u64, u64, Vec<u64>, usize);
 /// Lowest address, one past the highest, whether inline frames occur.
 type AddressRange = (u64, u64, bool);
 
@@ -506,7 +509,7 @@ fn prepare(
     }
 
     // Locations by use (most used first), then (mapping, address, names).
-    let mut location_keys: Vec<(std::cmp::Reverse<u32>, u64, u64, Vec<u64>, usize)> = profile
+    let mut location_keys: Vec<LocationKey> = profile
         .locations
         .iter()
         .enumerate()
