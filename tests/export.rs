@@ -238,6 +238,33 @@ fn mapping_build_ids_are_the_binaries_build_ids() {
             .unwrap_or_else(|| panic!("no mapping of {binary}: {raw}"));
         assert!(mapping.contains(&build_id), "{mapping} lacks {build_id}");
     }
+    // The kernel's mapping carries the build id perf recorded for it.
+    let Some(perf) = which("perf") else {
+        assert!(!ci_requires_live(), "perf missing");
+        return;
+    };
+    let data = fixture("spin").join("perf.data");
+    let list = Command::new(perf)
+        .args(["buildid-list", "-i"])
+        .arg(&data)
+        .env("HOME", "/nonexistent")
+        .output()
+        .unwrap();
+    let list = String::from_utf8_lossy(&list.stdout);
+    let kernel_id = list
+        .lines()
+        .find_map(|l| l.strip_suffix(" [kernel.kallsyms]"))
+        .expect("perf lists the kernel's build id");
+    let path = pprof_of("spin", &out_dir("buildid-kernel"), &[]);
+    let (_, raw) = go_pprof(&go, &["-raw"], &path);
+    let kernel_mapping = raw
+        .lines()
+        .find(|l| l.contains("[kernel.kallsyms]") && l.contains("0x"))
+        .expect("a kernel mapping");
+    assert!(
+        kernel_mapping.contains(kernel_id),
+        "{kernel_mapping} lacks {kernel_id}"
+    );
 }
 
 #[test]

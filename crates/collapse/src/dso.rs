@@ -114,10 +114,18 @@ impl Dsos {
         self.for_mapping(-1, b"[kernel.kallsyms]", CpuMode::Kernel, None)
     }
 
-    /// Records a build id from the recording's build-id table for an ELF
-    /// object with this path (if such an object exists or appears later).
+    /// Records a build id from the recording's build-id table for the
+    /// object with this path (if such an object exists or appears later):
+    /// an ELF file, the vDSO, or the kernel image (`[kernel.kallsyms]`).
     pub fn note_build_id(&mut self, path: &[u8], build_id: &[u8]) {
-        self.for_mapping(0, path, CpuMode::User, Some(build_id));
+        // The table lists the kernel image under its perf name.
+        let mode = if path == b"[kernel.kallsyms]" {
+            CpuMode::Kernel
+        } else {
+            CpuMode::User
+        };
+        let pid = if mode == CpuMode::Kernel { -1 } else { 0 };
+        self.for_mapping(pid, path, mode, Some(build_id));
     }
 
     /// The object behind an id.
