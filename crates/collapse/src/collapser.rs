@@ -615,6 +615,10 @@ impl Collapser {
                 dsos,
                 thread_keys,
                 &roots,
+                JavaNames {
+                    threads: &java_threads,
+                    tidied: &java_tidied,
+                },
                 address_samples,
                 chains,
             )
@@ -895,15 +899,36 @@ impl FoldContext<'_> {
 }
 
 /// Builds [`Collapsed::addresses`] from the finished frame tables.
+/// Which threads are java ones, and each frame id's tidied form, as the
+/// fold uses them.
+struct JavaNames<'a> {
+    threads: &'a [bool],
+    tidied: &'a [FrameId],
+}
+
 fn address_profile(
     frames: &[(DsoId, u64)],
     frame_names: &FrameNames,
     dsos: &Dsos,
     thread_keys: &[ThreadKey],
     roots: &[FrameId],
+    java: JavaNames<'_>,
     samples: Vec<AddressSample>,
     chains: Vec<u32>,
 ) -> AddressProfile {
+    // Locations that java threads run get the tidied names the folded
+    // stacks of those threads show.
+    let mut in_java = vec![false; frames.len()];
+    if !java.tidied.is_empty() {
+        for sample in &samples {
+            if java.threads[sample.thread as usize] {
+                let (start, len) = (sample.chain.0 as usize, sample.chain.1 as usize);
+                for &l in &chains[start..start + len] {
+                    in_java[l as usize] = true;
+                }
+            }
+        }
+    }
     let mut objects = Vec::new();
     let mut object_index: HashMap<DsoId, u32> = HashMap::new();
     let locations = frames
@@ -923,10 +948,15 @@ fn address_profile(
                 })
             });
             let (start, len, _, _) = frame_names.frames[i];
+            let names = &frame_names.ids[start as usize..(start + len) as usize];
             CodeLocation {
                 object,
                 address,
-                names: frame_names.ids[start as usize..(start + len) as usize].to_vec(),
+                names: if in_java[i] {
+                    names.iter().map(|&id| java.tidied[id as usize]).collect()
+                } else {
+                    names.to_vec()
+                },
             }
         })
         .collect();
