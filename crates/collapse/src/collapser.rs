@@ -613,11 +613,11 @@ impl Collapser {
                 &frames,
                 &frame_names,
                 dsos,
-                thread_keys,
-                &roots,
-                JavaNames {
-                    threads: &java_threads,
-                    tidied: &java_tidied,
+                ThreadNames {
+                    keys: thread_keys,
+                    roots: &roots,
+                    java: &java_threads,
+                    java_tidied: &java_tidied,
                 },
                 address_samples,
                 chains,
@@ -899,29 +899,30 @@ impl FoldContext<'_> {
 }
 
 /// Builds [`Collapsed::addresses`] from the finished frame tables.
-/// Which threads are java ones, and each frame id's tidied form, as the
-/// fold uses them.
-struct JavaNames<'a> {
-    threads: &'a [bool],
-    tidied: &'a [FrameId],
+/// Per thread key: the key, its root frame, whether it is a java thread;
+/// and each frame id's tidied java form (empty without java threads), as
+/// the fold uses them.
+struct ThreadNames<'a> {
+    keys: &'a [ThreadKey],
+    roots: &'a [FrameId],
+    java: &'a [bool],
+    java_tidied: &'a [FrameId],
 }
 
 fn address_profile(
     frames: &[(DsoId, u64)],
     frame_names: &FrameNames,
     dsos: &Dsos,
-    thread_keys: &[ThreadKey],
-    roots: &[FrameId],
-    java: JavaNames<'_>,
+    threads: ThreadNames<'_>,
     samples: Vec<AddressSample>,
     chains: Vec<u32>,
 ) -> AddressProfile {
     // Locations that java threads run get the tidied names the folded
     // stacks of those threads show.
     let mut in_java = vec![false; frames.len()];
-    if !java.tidied.is_empty() {
+    if !threads.java_tidied.is_empty() {
         for sample in &samples {
-            if java.threads[sample.thread as usize] {
+            if threads.java[sample.thread as usize] {
                 let (start, len) = (sample.chain.0 as usize, sample.chain.1 as usize);
                 for &l in &chains[start..start + len] {
                     in_java[l as usize] = true;
@@ -953,16 +954,20 @@ fn address_profile(
                 object,
                 address,
                 names: if in_java[i] {
-                    names.iter().map(|&id| java.tidied[id as usize]).collect()
+                    names
+                        .iter()
+                        .map(|&id| threads.java_tidied[id as usize])
+                        .collect()
                 } else {
                     names.to_vec()
                 },
             }
         })
         .collect();
-    let threads = thread_keys
+    let thread_roots = threads
+        .keys
         .iter()
-        .zip(roots)
+        .zip(threads.roots)
         .map(|(key, &root)| ThreadRoot {
             root,
             pid: key.pid,
@@ -972,7 +977,7 @@ fn address_profile(
     AddressProfile {
         objects,
         locations,
-        threads,
+        threads: thread_roots,
         samples,
         chains,
     }
