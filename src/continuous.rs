@@ -41,7 +41,23 @@ pub struct WindowedPush<'a> {
     total: FoldedStacks,
     stats: CollapseStats,
     perf_maps: Vec<(i32, Vec<u8>)>,
+    /// Ask sampled JVMs for their perf maps before each window is symbolized.
+    jvm_attach: bool,
     quiet: bool,
+}
+
+/// How windows are cut and made.
+pub struct WindowOptions {
+    /// Length of a window.
+    pub interval: Duration,
+    /// What a sample stands for.
+    pub unit: SampleUnit,
+    /// The folded weights are period sums.
+    pub weights_are_periods: bool,
+    /// Ask sampled JVMs for their perf maps before each window.
+    pub jvm_attach: bool,
+    /// No messages for successful uploads.
+    pub quiet: bool,
 }
 
 /// What the recording gave, once every window is cut.
@@ -65,11 +81,15 @@ impl<'a> WindowedPush<'a> {
         collapser: &'a mut Collapser,
         symbolizer: SymbolizerOptions,
         target: Target,
-        interval: Duration,
-        unit: SampleUnit,
-        weights_are_periods: bool,
-        quiet: bool,
+        options: WindowOptions,
     ) -> WindowedPush<'a> {
+        let WindowOptions {
+            interval,
+            unit,
+            weights_are_periods,
+            jvm_attach,
+            quiet,
+        } = options;
         let (sender, receiver) = mpsc::channel::<WindowUpload>();
         let failed = Arc::new(AtomicU32::new(0));
         let failures = failed.clone();
@@ -105,6 +125,7 @@ impl<'a> WindowedPush<'a> {
             total: FoldedStacks::new(),
             stats: CollapseStats::default(),
             perf_maps: Vec::new(),
+            jvm_attach,
             quiet,
         }
     }
@@ -113,6 +134,10 @@ impl<'a> WindowedPush<'a> {
     /// total and queues its upload.
     fn cut(&mut self) {
         let end_ns = now_ns();
+        if self.jvm_attach {
+            // JIT code gets names only from a current perf map.
+            crate::jvm::dump_perf_maps(&self.collapser.sampled_pids(), true);
+        }
         let Collapsed {
             stacks,
             stats,

@@ -358,10 +358,13 @@ fn record_live(args: &Args) -> Result<Completeness> {
             &mut collapser,
             symbolizer_options,
             target,
-            args.push_interval,
-            unit,
-            args.read.weight == WeightArg::Period,
-            args.quiet,
+            continuous::WindowOptions {
+                interval: args.push_interval,
+                unit,
+                weights_are_periods: args.read.weight == WeightArg::Period,
+                jvm_attach: !args.no_jvm_attach,
+                quiet: args.quiet,
+            },
         );
         let summary = record::record(
             &options,
