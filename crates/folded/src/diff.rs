@@ -134,14 +134,7 @@ impl DiffStacks {
     /// of difffolded.pl and inferno-diff-folded.
     pub fn write_folded<W: Write>(&self, mut out: W) -> io::Result<()> {
         for (stack, before, after) in self.sorted() {
-            for (i, &id) in stack.iter().enumerate() {
-                if i > 0 {
-                    out.write_all(b";")?;
-                }
-                let frame = self.frame(id);
-                out.write_all(frame.name().as_bytes())?;
-                out.write_all(frame.annotation().suffix().as_bytes())?;
-            }
+            self.stacks.write_stack(&mut out, stack)?;
             writeln!(out, " {before} {after}")?;
         }
         out.flush()

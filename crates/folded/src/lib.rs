@@ -183,9 +183,8 @@ impl FrameTable {
 #[derive(Debug, Default)]
 pub struct FoldedStacksBuilder {
     frames: FrameTable,
-    items: Vec<FrameId>,
-    /// `(start, len, weight)` of each stack added, duplicates included.
-    stacks: Vec<(usize, u32, u64)>,
+    /// Every stack added, duplicates included.
+    list: StackList,
 }
 
 impl FoldedStacksBuilder {
@@ -198,8 +197,7 @@ impl FoldedStacksBuilder {
     pub fn with_capacity(stacks: usize, frames: usize) -> FoldedStacksBuilder {
         FoldedStacksBuilder {
             frames: FrameTable::default(),
-            items: Vec::with_capacity(frames),
-            stacks: Vec::with_capacity(stacks),
+            list: StackList::with_capacity(stacks, frames),
         }
     }
 
@@ -225,25 +223,19 @@ impl FoldedStacksBuilder {
     /// Adds `weight` to a stack (root first). Empty stacks and zero weights
     /// are ignored.
     pub fn add(&mut self, stack: &[FrameId], weight: u64) {
-        if stack.is_empty() || weight == 0 {
-            return;
-        }
-        let len = u32::try_from(stack.len()).expect("stacks shorter than 2^32 frames");
-        self.stacks.push((self.items.len(), len, weight));
-        self.items.extend_from_slice(stack);
+        self.list.add(stack, weight);
     }
 
     /// Adds stacks gathered elsewhere (on another thread) from this
     /// builder's frame ids.
     pub fn append(&mut self, list: StackList) {
-        if self.stacks.is_empty() {
-            self.items = list.items;
-            self.stacks = list.stacks;
+        if self.list.stacks.is_empty() {
+            self.list = list;
             return;
         }
-        let offset = self.items.len();
-        self.items.extend_from_slice(&list.items);
-        self.stacks.extend(
+        let offset = self.list.items.len();
+        self.list.items.extend_from_slice(&list.items);
+        self.list.stacks.extend(
             list.stacks
                 .into_iter()
                 .map(|(start, len, weight)| (start + offset, len, weight)),
@@ -254,8 +246,9 @@ impl FoldedStacksBuilder {
     pub fn build(self) -> FoldedStacks {
         let FoldedStacksBuilder {
             frames,
-            items,
-            mut stacks,
+            list: StackList {
+                items, mut stacks, ..
+            },
         } = self;
         let ranks = TokenRanks::new(&frames.frames);
         let frame_at = |&(start, len, _): &(usize, u32, u64), depth: usize| {
@@ -296,6 +289,7 @@ impl FoldedStacksBuilder {
 #[derive(Debug, Default)]
 pub struct StackList {
     items: Vec<FrameId>,
+    /// `(start, len, weight)` of each stack added, duplicates included.
     stacks: Vec<(usize, u32, u64)>,
 }
 
@@ -460,16 +454,23 @@ impl FoldedStacks {
 
     /// Formats one stack as folded text without the count.
     pub fn stack_text(&self, stack: &[FrameId]) -> String {
-        let mut text = String::new();
+        let mut text = Vec::new();
+        self.write_stack(&mut text, stack)
+            .expect("writing to a Vec cannot fail");
+        String::from_utf8(text).expect("frame names are UTF-8")
+    }
+
+    /// Writes one stack as folded text (`a;b;c`), without the count.
+    pub fn write_stack<W: Write>(&self, out: &mut W, stack: &[FrameId]) -> io::Result<()> {
         for (i, &id) in stack.iter().enumerate() {
             if i > 0 {
-                text.push(';');
+                out.write_all(b";")?;
             }
             let frame = self.frame(id);
-            text.push_str(frame.name());
-            text.push_str(frame.annotation().suffix());
+            out.write_all(frame.name().as_bytes())?;
+            out.write_all(frame.annotation().suffix().as_bytes())?;
         }
-        text
+        Ok(())
     }
 
     /// Stacks with weights in the byte order of their folded text lines
@@ -560,14 +561,7 @@ impl FoldedStacks {
     /// Writes the folded text form, one sorted line per stack.
     pub fn write_folded<W: Write>(&self, mut out: W) -> io::Result<()> {
         for (stack, weight) in self.sorted() {
-            for (i, &id) in stack.iter().enumerate() {
-                if i > 0 {
-                    out.write_all(b";")?;
-                }
-                let frame = self.frame(id);
-                out.write_all(frame.name().as_bytes())?;
-                out.write_all(frame.annotation().suffix().as_bytes())?;
-            }
+            self.write_stack(&mut out, stack)?;
             writeln!(out, " {weight}")?;
         }
         out.flush()
