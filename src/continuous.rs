@@ -152,7 +152,7 @@ impl<'a> WindowedPush<'a> {
         self.window_started = Instant::now();
         self.window_start_ns = end_ns;
         merge_stacks(&mut self.total, &stacks);
-        merge_stats(&mut self.stats, &stats);
+        self.stats.add(&stats);
         if !perf_maps.is_empty() {
             self.perf_maps = perf_maps;
         }
@@ -224,32 +224,4 @@ fn merge_stacks(total: &mut FoldedStacks, window: &FoldedStacks) {
         stack.extend(frames.iter().map(|&id| ids[id as usize]));
         total.add(&stack, weight);
     }
-}
-
-/// Adds the counts the summary shows.
-fn merge_stats(total: &mut CollapseStats, window: &CollapseStats) {
-    total.samples += window.samples;
-    total.other_event_samples += window.other_event_samples;
-    total.weight += window.weight;
-    total.lost_records += window.lost_records;
-    total.lost_samples += window.lost_samples;
-    total.throttled += window.throttled;
-    total.idle_samples += window.idle_samples;
-    total.idle_weight += window.idle_weight;
-    total.frames += window.frames;
-    total.unresolved_frames += window.unresolved_frames;
-    total.jit_frames += window.jit_frames;
-    total.unresolved_jit_frames += window.unresolved_jit_frames;
-    total.distinct_address_stacks += window.distinct_address_stacks;
-    total.cut_user_chains += window.cut_user_chains;
-    total.truncated_stacks += window.truncated_stacks;
-    for problem in &window.object_problems {
-        if !total.object_problems.contains(problem) {
-            total.object_problems.push(problem.clone());
-        }
-    }
-    total.sample_time_range = match (total.sample_time_range, window.sample_time_range) {
-        (Some(a), Some(b)) => Some((a.0.min(b.0), a.1.max(b.1))),
-        (a, b) => a.or(b),
-    };
 }

@@ -156,6 +156,38 @@ pub struct CollapseStats {
     pub steps: Vec<(&'static str, std::time::Duration)>,
 }
 
+impl CollapseStats {
+    /// Adds `other`'s counts (another part, or another window of the same
+    /// recording): counters add up, object problems are listed once, the
+    /// time ranges join. Step timings are not added.
+    pub fn add(&mut self, other: &CollapseStats) {
+        self.samples += other.samples;
+        self.other_event_samples += other.other_event_samples;
+        self.weight += other.weight;
+        self.lost_records += other.lost_records;
+        self.lost_samples += other.lost_samples;
+        self.throttled += other.throttled;
+        self.idle_samples += other.idle_samples;
+        self.idle_weight += other.idle_weight;
+        self.frames += other.frames;
+        self.unresolved_frames += other.unresolved_frames;
+        self.jit_frames += other.jit_frames;
+        self.unresolved_jit_frames += other.unresolved_jit_frames;
+        self.distinct_address_stacks += other.distinct_address_stacks;
+        self.cut_user_chains += other.cut_user_chains;
+        self.truncated_stacks += other.truncated_stacks;
+        for problem in &other.object_problems {
+            if !self.object_problems.contains(problem) {
+                self.object_problems.push(problem.clone());
+            }
+        }
+        self.sample_time_range = match (self.sample_time_range, other.sample_time_range) {
+            (Some(a), Some(b)) => Some((a.0.min(b.0), a.1.max(b.1))),
+            (a, b) => a.or(b),
+        };
+    }
+}
+
 /// The result of collapsing: folded stacks and what it took.
 #[derive(Debug)]
 pub struct Collapsed {
@@ -593,13 +625,7 @@ impl Collapser {
                 (rank, sample)
             }));
             chains.extend(part_chains);
-            stats.idle_samples += part_stats.idle_samples;
-            stats.idle_weight += part_stats.idle_weight;
-            stats.frames += part_stats.frames;
-            stats.unresolved_frames += part_stats.unresolved_frames;
-            stats.jit_frames += part_stats.jit_frames;
-            stats.unresolved_jit_frames += part_stats.unresolved_jit_frames;
-            stats.weight += part_stats.weight;
+            stats.add(&part_stats);
         }
         // First-seen order: the same on every run, whatever the thread count.
         address_samples.par_sort_unstable_by_key(|&(rank, _)| rank);
