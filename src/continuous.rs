@@ -105,10 +105,7 @@ impl<'a> WindowedPush<'a> {
                 }
             }
         });
-        let sample_rate = match unit {
-            SampleUnit::CpuNanoseconds { period } if period > 0 => (1_000_000_000 / period) as u64,
-            _ => 100,
-        };
+        let sample_rate = unit.sample_rate_hz();
         WindowedPush {
             collapser,
             symbolizer,

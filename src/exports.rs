@@ -117,10 +117,7 @@ impl Exports {
             &args.labels,
             hostname,
         )?;
-        let sample_rate = match self.unit {
-            SampleUnit::CpuNanoseconds { period } if period > 0 => (1_000_000_000 / period) as u64,
-            _ => 100,
-        };
+        let sample_rate = self.unit.sample_rate_hz();
         let window = push::Window {
             start_ns: self.time_nanos,
             end_ns: self.time_nanos + self.duration_nanos as i64,

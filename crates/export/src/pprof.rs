@@ -27,6 +27,17 @@ pub enum SampleUnit {
     Count,
 }
 
+impl SampleUnit {
+    /// Samples per second, as Pyroscope's `sampleRate` wants it: 10⁹/period
+    /// for CPU time, and Pyroscope's default of 100 for counts.
+    pub fn sample_rate_hz(self) -> u64 {
+        match self {
+            SampleUnit::CpuNanoseconds { period } if period > 0 => (1_000_000_000 / period) as u64,
+            _ => 100,
+        }
+    }
+}
+
 /// How to write a pprof profile.
 #[derive(Clone, Debug)]
 pub struct PprofOptions {
@@ -289,19 +300,21 @@ pub fn write_pprof<W: Write>(
     // the same bytes whatever the thread count.
     let members: Vec<Vec<u8>> = bytes
         .par_chunks(GZIP_MEMBER_BYTES)
-        .map(|piece| -> std::io::Result<Vec<u8>> {
-            let mut gzip = flate2::GzBuilder::new()
-                .mtime(0)
-                .write(Vec::new(), flate2::Compression::fast());
-            gzip.write_all(piece)?;
-            gzip.finish()
-        })
+        .map(|piece| -> std::io::Result<Vec<u8>> { gzip(piece, flate2::Compression::fast()) })
         .collect::<std::io::Result<_>>()?;
     for member in members {
         out.write_all(&member)?;
     }
     out.flush()?;
     Ok(())
+}
+
+/// `bytes` as one gzip member with no time or name in its header, so the
+/// same bytes always compress the same.
+fn gzip(bytes: &[u8], level: flate2::Compression) -> std::io::Result<Vec<u8>> {
+    let mut gzip = flate2::GzBuilder::new().mtime(0).write(Vec::new(), level);
+    gzip.write_all(bytes)?;
+    gzip.finish()
 }
 
 /// Bytes of `v` as a protobuf varint.
@@ -743,11 +756,10 @@ pub fn upload_parts(
             pending.push(first);
             continue;
         }
-        let mut gzip = flate2::GzBuilder::new()
-            .mtime(0)
-            .write(Vec::new(), flate2::Compression::default());
-        gzip.write_all(&message.encode_to_vec())?;
-        parts.push(gzip.finish()?);
+        parts.push(gzip(
+            &message.encode_to_vec(),
+            flate2::Compression::default(),
+        )?);
     }
     Ok(parts)
 }
