@@ -74,16 +74,7 @@ fn drive(browser: &(PathBuf, PathBuf, PathBuf), args: &[&str]) -> Value {
 }
 
 fn render_fixture_svg(name: &str, out: &Path) {
-    let mut args = fixture_args(name);
-    args.push("-q".into());
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let output = run(&args);
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    std::fs::write(out, output.stdout).unwrap();
+    std::fs::write(out, stdout_of(name, &["-q"])).unwrap();
 }
 
 fn is_png(path: &Path) -> bool {
@@ -352,14 +343,7 @@ fn speedscope_export_opens_in_speedscope() {
     }
     let dir = artifacts();
     let json = dir.join("spin.speedscope.json");
-    let mut args = fixture_args("spin");
-    args.extend([
-        "-q".into(),
-        "--speedscope".into(),
-        json.display().to_string(),
-    ]);
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    assert!(run(&args).status.success());
+    stdout_of("spin", &["-q", "--speedscope", json.to_str().unwrap()]);
     let shot = dir.join("spin-in-speedscope.png");
     let r = drive(
         &browser,

@@ -255,15 +255,10 @@ fn negate_shows_the_before_shape() {
 
 #[test]
 fn outputs_are_byte_identical_across_runs_and_thread_counts() {
-    let args = fixture_args("sendfile");
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let with = |extra: &[&str]| -> Vec<u8> {
-        let mut all = args.clone();
-        all.push("-q");
+        let mut all = vec!["-q"];
         all.extend_from_slice(extra);
-        let output = run(&all);
-        assert!(output.status.success());
-        output.stdout
+        stdout_of("sendfile", &all)
     };
     let svg = with(&[]);
     assert!(svg.len() > 10_000);
@@ -294,15 +289,7 @@ fn outputs_are_byte_identical_across_runs_and_thread_counts() {
 fn summary_json_describes_the_profile() {
     let path = root().join("target/diff-test/spin-summary.json");
     std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-    let mut args = fixture_args("spin");
-    args.extend([
-        "-q".into(),
-        "--summary-json".into(),
-        path.display().to_string(),
-    ]);
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let output = run(&args);
-    assert!(output.status.success());
+    stdout_of("spin", &["-q", "--summary-json", path.to_str().unwrap()]);
     let json: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
     assert_eq!(json["schema"], "flamegraph-perf-summary/1");
     let folded = folded_of("spin", &[]);

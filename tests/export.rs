@@ -33,16 +33,9 @@ fn out_dir(test: &str) -> PathBuf {
 fn pprof_of(fixture_name: &str, dir: &Path, extra: &[&str]) -> PathBuf {
     std::fs::create_dir_all(dir).unwrap();
     let path = dir.join(format!("{fixture_name}.pb.gz"));
-    let mut args = fixture_args(fixture_name);
-    args.extend(["-q".into(), "--pprof".into(), path.display().to_string()]);
-    args.extend(extra.iter().map(|s| s.to_string()));
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let output = run(&args);
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    let mut args = vec!["-q", "--pprof", path.to_str().unwrap()];
+    args.extend_from_slice(extra);
+    stdout_of(fixture_name, &args);
     path
 }
 
@@ -322,14 +315,7 @@ fn speedscope_files_match_the_schema_and_the_folded_output() {
         .is_dir();
     let dir = out_dir("speedscope");
     let path = dir.join("sendfile.speedscope.json");
-    let mut args = fixture_args("sendfile");
-    args.extend([
-        "-q".into(),
-        "--speedscope".into(),
-        path.display().to_string(),
-    ]);
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    assert!(run(&args).status.success());
+    stdout_of("sendfile", &["-q", "--speedscope", path.to_str().unwrap()]);
 
     // The samples are the folded stacks, weights in ns at 10^9/999 per sample.
     let json: serde_json::Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();

@@ -46,10 +46,10 @@ pub fn fixture_args(name: &str) -> Vec<String> {
     ]
 }
 
-/// Runs the binary on a fixture with `--folded` plus `extra`, asserting success.
-pub fn folded_of(name: &str, extra: &[&str]) -> Folded {
+/// Runs the binary on a fixture (its perf.data, symfs and kallsyms) plus
+/// `extra`, asserting success; returns stdout.
+pub fn stdout_of(name: &str, extra: &[&str]) -> Vec<u8> {
     let mut args = fixture_args(name);
-    args.push("--folded".into());
     args.extend(extra.iter().map(|s| s.to_string()));
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let output = run(&args);
@@ -58,7 +58,14 @@ pub fn folded_of(name: &str, extra: &[&str]) -> Folded {
         "flamegraph-perf {args:?} failed: {}",
         String::from_utf8_lossy(&output.stderr)
     );
-    parse_folded(&String::from_utf8(output.stdout).expect("folded output is UTF-8"))
+    output.stdout
+}
+
+/// Runs the binary on a fixture with `--folded` plus `extra`, asserting success.
+pub fn folded_of(name: &str, extra: &[&str]) -> Folded {
+    let mut args = vec!["--folded"];
+    args.extend_from_slice(extra);
+    parse_folded(&String::from_utf8(stdout_of(name, &args)).expect("folded output is UTF-8"))
 }
 
 /// Parses folded text.
