@@ -100,7 +100,7 @@ fn load(path: &Path, args: &DiffArgs) -> Result<(FoldedStacks, bool)> {
             bail!(
                 "{}: no samples of {} to compare",
                 path.display(),
-                recording.event_name
+                recording.event.name
             );
         }
         let partial = recording.read.is_partial();

@@ -22,12 +22,12 @@ pub struct Exports {
     pub name: String,
 }
 
-/// The sample unit of `event`: CPU time at its frequency (or `live_frequency`,
-/// when recording) or fixed period, counts for tracepoints and the like.
-pub fn sample_unit(event: &EventInfo, live_frequency: Option<u64>) -> SampleUnit {
+/// The sample unit of a recorded `event`: CPU time at its frequency or
+/// fixed period for the clock events, counts for tracepoints and the like.
+pub fn sample_unit(event: &EventInfo) -> SampleUnit {
     match event.kind {
         EventKind::CpuClock | EventKind::TaskClock => {
-            let period = match (live_frequency.or(event.frequency), event.period) {
+            let period = match (event.frequency, event.period) {
                 (Some(hz), _) if hz > 0 => 1_000_000_000 / hz as i64,
                 (_, Some(ns)) if ns > 0 => ns as i64,
                 _ => 1_000_000_000 / 99,

@@ -131,7 +131,7 @@ fn run(args: &Args) -> Result<Completeness> {
         bail!(
             "{}: no samples of {} to show{}",
             input.display(),
-            recording.event_name,
+            recording.event.name,
             if recording.stats.idle_samples > 0 {
                 format!(
                     " ({} idle samples dropped; --keep-idle shows them)",
@@ -150,7 +150,7 @@ fn run(args: &Args) -> Result<Completeness> {
         .sample_time_range
         .map_or(0, |(first, last)| last - first);
     let exports = exports::Exports {
-        unit: exports::sample_unit(&recording.event, None),
+        unit: exports::sample_unit(&recording.event),
         weights_are_periods: args.read.weight == WeightArg::Period,
         time_nanos: exports::recording_start(input, duration_ns),
         duration_nanos: duration_ns,
@@ -187,8 +187,8 @@ struct Recording {
     stats: CollapseStats,
     read: ReadStats,
     info: RecordingInfo,
+    /// The folded event.
     event: EventInfo,
-    event_name: String,
     addresses: Option<AddressProfile>,
 }
 
@@ -197,7 +197,7 @@ impl Recording {
         summary::Facts {
             input: Some(input),
             hostname: self.info.hostname.as_deref(),
-            event: Some(&self.event_name),
+            event: Some(&self.event.name),
             events: self.info.events.iter().map(|e| e.name.as_str()).collect(),
             samples: self.stats.samples,
             lost_samples: self.stats.lost_samples,
@@ -266,9 +266,9 @@ fn read_recording(
     } = collapser.finish(symbolizer_options);
     timings.phase("symbolize+fold");
     timings.steps(&stats.steps);
-    let event_name = info.events[event_index].name.clone();
+    let event = info.events[event_index].clone();
     if !quiet {
-        output::print_summary(input, &event_name, &read, &stats);
+        output::print_summary(input, &event.name, &read, &stats);
     }
     if let Some(damage) = &read.damage {
         eprintln!(
@@ -290,9 +290,8 @@ fn read_recording(
         stacks,
         stats,
         read,
-        event: info.events[event_index].clone(),
+        event,
         info,
-        event_name,
         addresses,
     })
 }
