@@ -153,8 +153,9 @@ fn launched_jvm_gets_named_java_frames_without_jdk_tools_on_path() {
     );
 }
 
-#[test]
-fn running_jvm_is_attached_with_a() {
+/// Records a running JVM with the arguments `record(pid)` gives: it must
+/// be asked for its perf map at the end, and its samples must be named.
+fn running_jvm_is_named(record: impl FnOnce(u32) -> Vec<String>) {
     let _lock = exclusive();
     let Some((java, classes)) = ready() else {
         return;
@@ -163,7 +164,9 @@ fn running_jvm_is_attached_with_a() {
     let pid = jvm.id();
     let _ = std::fs::remove_file(format!("/tmp/perf-{pid}.map"));
     std::thread::sleep(Duration::from_secs(3));
-    let output = run_ours(&["-a", "-g", "--pid", "--folded", "--", "sleep", "3"]);
+    let args = record(pid);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let output = run_ours(&args);
     let _ = jvm.kill();
     let _ = jvm.wait();
     let folded = folded_of_output(&output);
@@ -179,37 +182,30 @@ fn running_jvm_is_attached_with_a() {
 }
 
 #[test]
+fn running_jvm_is_attached_with_a() {
+    running_jvm_is_named(|_| {
+        ["-a", "-g", "--pid", "--folded", "--", "sleep", "3"]
+            .map(String::from)
+            .to_vec()
+    });
+}
+
+#[test]
 fn running_jvm_is_attached_with_p() {
-    let _lock = exclusive();
-    let Some((java, classes)) = ready() else {
-        return;
-    };
-    let mut jvm = running_jvm(java, classes, 12);
-    let pid = jvm.id();
-    let _ = std::fs::remove_file(format!("/tmp/perf-{pid}.map"));
-    std::thread::sleep(Duration::from_secs(3));
-    let output = run_ours(&[
-        "-g",
-        "-p",
-        &pid.to_string(),
-        "--pid",
-        "--folded",
-        "--",
-        "sleep",
-        "3",
-    ]);
-    let _ = jvm.kill();
-    let _ = jvm.wait();
-    let folded = folded_of_output(&output);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(
-        stderr.contains(&format!("JVM {pid} (java): perf map dumped")),
-        "{stderr}"
-    );
-    let (share, samples) = named_share(&folded, pid);
-    assert!(samples > 200, "{samples}");
-    assert!(share >= 0.6, "{:.0}% named", share * 100.0);
-    let _ = std::fs::remove_file(format!("/tmp/perf-{pid}.map"));
+    running_jvm_is_named(|pid| {
+        [
+            "-g",
+            "-p",
+            &pid.to_string(),
+            "--pid",
+            "--folded",
+            "--",
+            "sleep",
+            "3",
+        ]
+        .map(String::from)
+        .to_vec()
+    });
 }
 
 #[test]
