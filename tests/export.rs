@@ -13,14 +13,10 @@ use support::*;
 
 /// `go`, or None after printing why the test is skipped.
 fn go_or_skip(test: &str) -> Option<PathBuf> {
-    match which("go") {
-        Some(go) => Some(go),
-        None if ci_requires_live() => panic!("{test}: CI=true but `go` is not installed"),
-        None => {
-            eprintln!("skipping {test}: `go` is not installed (apt-get install golang-go)");
-            None
-        }
-    }
+    tool_or_skip(
+        "go",
+        &format!("go tool pprof, for {test}; apt-get install golang-go"),
+    )
 }
 
 fn out_dir(test: &str) -> PathBuf {
@@ -204,9 +200,7 @@ fn mapping_build_ids_are_the_binaries_build_ids() {
     let Some(go) = go_or_skip("mapping_build_ids_are_the_binaries_build_ids") else {
         return;
     };
-    let Some(readelf) = which("readelf") else {
-        assert!(!ci_requires_live(), "readelf missing");
-        eprintln!("skipping: no readelf");
+    let Some(readelf) = tool_or_skip("readelf", "the binaries' build ids") else {
         return;
     };
     for (fixture_name, binary) in [("spin", "spin"), ("sendfile", "sendfile")] {
@@ -232,8 +226,7 @@ fn mapping_build_ids_are_the_binaries_build_ids() {
         assert!(mapping.contains(&build_id), "{mapping} lacks {build_id}");
     }
     // The kernel's mapping carries the build id perf recorded for it.
-    let Some(perf) = which("perf") else {
-        assert!(!ci_requires_live(), "perf missing");
+    let Some(perf) = tool_or_skip("perf", "the recorded kernel build id") else {
         return;
     };
     let data = fixture("spin").join("perf.data");

@@ -480,12 +480,7 @@ fn without_privileges_it_records_user_space_and_says_why() {
     if !can_record() {
         return;
     }
-    let Some(setpriv) = which("setpriv") else {
-        assert!(
-            !ci_requires_live(),
-            "CI=true: setpriv (util-linux) is needed"
-        );
-        eprintln!("skipped: setpriv is not installed");
+    let Some(setpriv) = tool_or_skip("setpriv", "util-linux, to drop privileges") else {
         return;
     };
     // SAFETY: geteuid has no preconditions.
@@ -548,9 +543,7 @@ fn cpu_list_restricts_sampling_to_those_cpus() {
     if !can_record() {
         return;
     }
-    let Some(perf) = which("perf") else {
-        assert!(!ci_requires_live(), "CI=true: perf must be installed");
-        eprintln!("skipped: perf is needed to read CPU numbers");
+    let Some(perf) = tool_or_skip("perf", "to read CPU numbers") else {
         return;
     };
     let dir = std::env::temp_dir().join(format!("fgp-record-cpu-{}", std::process::id()));
@@ -638,12 +631,7 @@ fn binaries_resolve_inside_a_process_root_and_cannot_escape_it() {
     if !can_record() {
         return;
     }
-    let Some(unshare) = which("unshare") else {
-        assert!(
-            !ci_requires_live(),
-            "CI=true: unshare (util-linux) is needed"
-        );
-        eprintln!("skipped: unshare is not installed");
+    let Some(unshare) = tool_or_skip("unshare", "util-linux, for a private namespace") else {
         return;
     };
     let base =

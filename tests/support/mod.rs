@@ -199,6 +199,21 @@ pub fn ci_requires_live() -> bool {
     std::env::var("CI").is_ok_and(|v| v == "true")
 }
 
+/// `program` on PATH (or ~/.cargo/bin). When it is missing, the caller's
+/// test is skipped with a printed reason, or fails under CI=true, where
+/// every tool a test needs must be installed.
+pub fn tool_or_skip(program: &str, needed_for: &str) -> Option<PathBuf> {
+    let found = which(program);
+    if found.is_none() {
+        assert!(
+            !ci_requires_live(),
+            "CI=true: `{program}` is needed ({needed_for})"
+        );
+        eprintln!("skipped: `{program}` is not installed ({needed_for})");
+    }
+    found
+}
+
 /// Finds a program on PATH (or ~/.cargo/bin).
 pub fn which(program: &str) -> Option<PathBuf> {
     let mut dirs: Vec<PathBuf> = std::env::var_os("PATH")
