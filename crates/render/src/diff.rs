@@ -63,21 +63,20 @@ pub fn render_diff_svg<W: Write>(
     // As for plain graphs, only what inferno would draw is passed on: cut
     // stacks keep both sides' weights in their visible ancestor.
     let cut = crate::visible_depths(&shape, options.min_width);
-    let mut merged: Vec<(&[FrameId], u64, u64)> = Vec::new();
-    for (&(stack, before, after), &keep) in entries.iter().zip(&cut) {
-        let visible = &stack[..keep];
-        match merged.last_mut() {
-            Some((prefix, b, a)) if *prefix == visible => {
-                *b += before;
-                *a += after;
-            }
-            _ => merged.push((visible, before, after)),
-        }
-    }
+    let merged = crate::merge_visible(
+        entries
+            .iter()
+            .map(|&(stack, before, after)| (stack, (before, after))),
+        &cut,
+        |sum, (before, after)| {
+            sum.0 += before;
+            sum.1 += after;
+        },
+    );
     // inferno reads `stack original new` and draws `new`.
     let lines: Vec<(String, u64, u64)> = merged
         .into_iter()
-        .map(|(stack, before, after)| {
+        .map(|(stack, (before, after))| {
             let original = if view.negate { after } else { before };
             let text = diff.stack_text(stack);
             (

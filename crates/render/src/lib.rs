@@ -190,24 +190,29 @@ fn visible_lines(stacks: &FoldedStacks, reverse: bool, min_width: f64) -> Vec<St
     // inferno's own pass over its sorted lines.
     let entries = stacks.sorted();
     let cut = visible_depths(&entries, min_width);
-    let mut lines: Vec<String> = Vec::new();
-    let mut previous: Option<(&[FrameId], u64)> = None;
-    for (&(stack, weight), &keep) in entries.iter().zip(&cut) {
+    merge_visible(entries.iter().copied(), &cut, |sum, weight| *sum += weight)
+        .into_iter()
+        .map(|(prefix, sum)| line(stacks, prefix, sum))
+        .collect()
+}
+
+/// Each stack cut to its visible depth (`cut`, from [`visible_depths`]),
+/// with neighbours that become identical merged by `add`ing their weights,
+/// so the space they took stays where it was.
+pub(crate) fn merge_visible<'s, W>(
+    entries: impl IntoIterator<Item = (&'s [FrameId], W)>,
+    cut: &[usize],
+    add: impl Fn(&mut W, W),
+) -> Vec<(&'s [FrameId], W)> {
+    let mut merged: Vec<(&[FrameId], W)> = Vec::new();
+    for ((stack, weight), &keep) in entries.into_iter().zip(cut) {
         let visible = &stack[..keep];
-        match &mut previous {
-            Some((prefix, sum)) if *prefix == visible => *sum += weight,
-            _ => {
-                if let Some((prefix, sum)) = previous.take() {
-                    lines.push(line(stacks, prefix, sum));
-                }
-                previous = Some((visible, weight));
-            }
+        match merged.last_mut() {
+            Some((prefix, sum)) if *prefix == visible => add(sum, weight),
+            _ => merged.push((visible, weight)),
         }
     }
-    if let Some((prefix, sum)) = previous {
-        lines.push(line(stacks, prefix, sum));
-    }
-    lines
+    merged
 }
 
 /// For stacks in folded-line order (each call-tree node is one contiguous
