@@ -148,7 +148,7 @@ impl<'a> WindowedPush<'a> {
         };
         self.window_started = Instant::now();
         self.window_start_ns = end_ns;
-        merge_stacks(&mut self.total, &stacks);
+        self.total.add_all(&stacks);
         self.stats.add(&stats);
         if !perf_maps.is_empty() {
             self.perf_maps = perf_maps;
@@ -207,18 +207,5 @@ impl EventSink for WindowedPush<'_> {
         if self.window_started.elapsed() >= self.interval {
             self.cut();
         }
-    }
-}
-
-/// Adds `window`'s stacks to `total`.
-fn merge_stacks(total: &mut FoldedStacks, window: &FoldedStacks) {
-    let ids: Vec<folded::FrameId> = (0..window.frame_count() as folded::FrameId)
-        .map(|id| total.intern(window.frame(id).clone()))
-        .collect();
-    let mut stack = Vec::new();
-    for (frames, weight) in window.iter() {
-        stack.clear();
-        stack.extend(frames.iter().map(|&id| ids[id as usize]));
-        total.add(&stack, weight);
     }
 }

@@ -35,9 +35,7 @@ impl DiffStacks {
         let mut diff = DiffStacks::default();
         let mut stack: Vec<FrameId> = Vec::new();
         for (side, profile) in [before, after].into_iter().enumerate() {
-            let ids: Vec<FrameId> = (0..profile.frame_count() as FrameId)
-                .map(|id| diff.stacks.intern(profile.frame(id).clone()))
-                .collect();
+            let ids = diff.stacks.intern_all(profile);
             for (frames, weight) in profile.iter() {
                 stack.clear();
                 stack.extend(frames.iter().map(|&id| ids[id as usize]));

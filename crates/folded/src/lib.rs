@@ -427,6 +427,27 @@ impl FoldedStacks {
         }
     }
 
+    /// Interns every frame of `other`; returns `other`'s ids mapped to ours.
+    pub fn intern_all(&mut self, other: &FoldedStacks) -> Vec<FrameId> {
+        other
+            .frames
+            .frames
+            .iter()
+            .map(|frame| self.intern(frame.clone()))
+            .collect()
+    }
+
+    /// Adds every stack of `other` (a profile with its own frame ids).
+    pub fn add_all(&mut self, other: &FoldedStacks) {
+        let ids = self.intern_all(other);
+        let mut stack = Vec::new();
+        for (frames, weight) in other.iter() {
+            stack.clear();
+            stack.extend(frames.iter().map(|&id| ids[id as usize]));
+            self.add(&stack, weight);
+        }
+    }
+
     /// Number of distinct stacks.
     pub fn len(&self) -> usize {
         self.stacks.len()
