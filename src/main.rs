@@ -107,8 +107,7 @@ fn run(args: &Args) -> Result<Completeness> {
             duration_nanos: 0,
             name: path.display().to_string(),
         };
-        exports.write(args, &stacks, None)?;
-        output::write(args, &stacks, &this_hostname())?;
+        exports.write_with_output(args, &stacks, None, &this_hostname())?;
         return Ok(Completeness::Complete);
     }
     let Some(input) = &args.input else {
@@ -156,14 +155,21 @@ fn run(args: &Args) -> Result<Completeness> {
         duration_nanos: duration_ns,
         name: input.display().to_string(),
     };
-    exports.write(args, &recording.stacks, recording.addresses.as_ref())?;
     let hostname = recording
         .info
         .hostname
         .clone()
         .unwrap_or_else(this_hostname);
-    output::write(args, &recording.stacks, &hostname)?;
+    let took = exports.write_with_output(
+        args,
+        &recording.stacks,
+        recording.addresses.as_ref(),
+        &hostname,
+    )?;
     timings.phase("render");
+    if args.pprof.is_some() || args.speedscope.is_some() {
+        timings.steps(&took);
+    }
     if let Err(error) = exports.push(
         args,
         &recording.stacks,
@@ -459,8 +465,7 @@ fn record_live(args: &Args) -> Result<Completeness> {
         duration_nanos: duration_ns,
         name: hostname.clone(),
     };
-    exports.write(args, &stacks, addresses.as_ref())?;
-    output::write(args, &stacks, &hostname)?;
+    exports.write_with_output(args, &stacks, addresses.as_ref(), &hostname)?;
     if push_failed {
         return Ok(Completeness::PushFailed);
     }

@@ -276,8 +276,11 @@ fn go_tool_pprof_rejects_broken_profiles() {
     std::fs::write(&garbage, gz.finish().unwrap()).unwrap();
     // 3. Our profile with a sample pointing at a location that does not exist.
     let mut decoded = Vec::new();
-    std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(&bytes[..]), &mut decoded)
-        .unwrap();
+    std::io::Read::read_to_end(
+        &mut flate2::read::MultiGzDecoder::new(&bytes[..]),
+        &mut decoded,
+    )
+    .unwrap();
     let mut profile = export::pprof::proto::Profile::decode(&decoded[..]).unwrap();
     profile.sample[0].location_id.push(999_999);
     let dangling = dir.join("dangling.pb.gz");

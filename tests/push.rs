@@ -193,7 +193,7 @@ fn check_ingest(request_line: &str, body: &[u8]) -> Result<Upload, String> {
             .map_err(|_| "sampleRate is not a number")?;
     }
     let mut raw = Vec::new();
-    flate2::read::GzDecoder::new(body)
+    flate2::read::MultiGzDecoder::new(body)
         .read_to_end(&mut raw)
         .map_err(|e| format!("body is not gzip: {e}"))?;
     if raw.len() > 4 << 20 {

@@ -419,16 +419,12 @@ impl Collapser {
         //    are never more), so no second copy of the stacks exists.
         let kernel_dso = dsos.kernel();
         let call_sites = options.return_addresses == ReturnAddresses::CallSite;
+        // In first-seen order (the same whatever the thread count), which
+        // is also their order in the buffer: parts of consecutive stacks
+        // own consecutive stretches of it, and the address-level samples
+        // come out in that order.
         let (mut items, entries) = stacks.into_parts();
-        // Each stack keeps its first-seen rank (the same whatever the
-        // thread count) for the address-level output's order; the parts
-        // go by position in the buffer.
-        let mut entries: Vec<RawStackEntry> = entries
-            .into_iter()
-            .enumerate()
-            .map(|(rank, (start, len, counts))| (start, len, counts, rank as u32))
-            .collect();
-        entries.sort_unstable_by_key(|&(start, ..)| start);
+        debug_assert!(entries.windows(2).all(|w| w[0].0 < w[1].0));
         let part_len = entries
             .len()
             .div_ceil(rayon::current_num_threads())
@@ -611,28 +607,59 @@ impl Collapser {
             frame_ids: &items,
             keep_addresses: options.keep_addresses,
         };
-        let folded_parts: Vec<FoldedPart> =
-            parts.par_iter().map(|part| context.fold(part)).collect();
+        // Address-level chains go straight to their place in one buffer:
+        // each part owns the slice its stacks' frames could fill.
+        let chain_room: Vec<usize> = parts
+            .iter()
+            .map(|part| {
+                if options.keep_addresses {
+                    part.stacks.iter().map(|s| s.len as usize).sum()
+                } else {
+                    0
+                }
+            })
+            .collect();
+        let mut chains: Vec<u32> = vec![0; chain_room.iter().sum()];
+        let mut part_chains: Vec<(&mut [u32], usize)> = Vec::with_capacity(parts.len());
+        let mut rest: &mut [u32] = &mut chains;
+        let mut offset = 0;
+        for &room in &chain_room {
+            let (mine, tail) = std::mem::take(&mut rest).split_at_mut(room);
+            part_chains.push((mine, offset));
+            rest = tail;
+            offset += room;
+        }
+        let folded_parts: Vec<FoldedPart> = parts
+            .par_iter()
+            .zip(part_chains)
+            .map(|(part, (chains, offset))| context.fold(part, chains, offset))
+            .collect();
         drop(parts);
         drop(items);
-        let mut address_samples = Vec::new();
-        let mut chains: Vec<u32> = Vec::new();
-        for (list, part_stats, samples, part_chains) in folded_parts {
+        let mut address_samples: Vec<AddressSample> = Vec::with_capacity(
+            folded_parts
+                .iter()
+                .map(|(_, _, samples, _)| samples.len())
+                .sum(),
+        );
+        // Stacks the idle filter dropped leave room at the end of a part's
+        // slice; the next parts' chains move down to keep them back to back.
+        let (mut room_start, mut filled) = (0usize, 0usize);
+        for ((list, part_stats, samples, used), room) in folded_parts.into_iter().zip(chain_room) {
             folded.append(list);
-            let offset = u32::try_from(chains.len()).expect("under 2^32 chain entries");
-            address_samples.extend(samples.into_iter().map(|(rank, mut sample)| {
-                sample.chain.0 += offset;
-                (rank, sample)
+            if filled != room_start {
+                chains.copy_within(room_start..room_start + used, filled);
+            }
+            let shift = (room_start - filled) as u32;
+            address_samples.extend(samples.into_iter().map(|mut sample| {
+                sample.chain.0 -= shift;
+                sample
             }));
-            chains.extend(part_chains);
+            room_start += room;
+            filled += used;
             stats.add(&part_stats);
         }
-        // First-seen order: the same on every run, whatever the thread count.
-        address_samples.par_sort_unstable_by_key(|&(rank, _)| rank);
-        let address_samples: Vec<AddressSample> = address_samples
-            .into_iter()
-            .map(|(_, sample)| sample)
-            .collect();
+        chains.truncate(filled);
         clock.lap(&mut stats, "fold");
         let addresses = options.keep_addresses.then(|| {
             address_profile(
@@ -669,13 +696,8 @@ impl Collapser {
 }
 
 /// A folded part: its stacks, the counts they add, and (when kept) its
-/// samples at address level with their first-seen ranks, and their chains.
-type FoldedPart = (
-    StackList,
-    CollapseStats,
-    Vec<(u32, AddressSample)>,
-    Vec<u32>,
-);
+/// samples at address level and how much of its chains' slice they fill.
+type FoldedPart = (StackList, CollapseStats, Vec<AddressSample>, usize);
 
 /// One resolved stack of a [`ResolvedPart`].
 #[derive(Clone, Copy)]
@@ -687,13 +709,11 @@ struct ResolvedStack {
     /// Where its frame indices are (see [`ResolvedPart`]).
     start: u32,
     len: u32,
-    /// First-seen rank among all stacks.
-    rank: u32,
 }
 
 /// A raw stack in the counted stacks' buffer: start, length (thread key
-/// first, then addresses), (samples, weight) and first-seen rank.
-type RawStackEntry = (usize, u32, (u64, u64), u32);
+/// first, then addresses), (samples, weight).
+type RawStackEntry = (usize, u32, (u64, u64));
 
 /// Stacks of one part of the raw stacks, as indices of distinct frames
 /// (object, lookup address) local to the part. The indices themselves are
@@ -735,7 +755,7 @@ impl ResolvedPart {
         let mut stacks = Vec::with_capacity(entries.len());
         let mut cut_user_chains = 0;
         let mut resolved: Vec<u32> = Vec::new();
-        for &(start, len, (samples, weight), rank) in entries {
+        for &(start, len, (samples, weight)) in entries {
             let raw = &mut items[start - offset..start - offset + len as usize];
             let thread = (raw[0] >> 32) as u32;
             let version = raw[0] as u32 as MapVersion;
@@ -754,7 +774,6 @@ impl ResolvedPart {
                 weight,
                 start,
                 len: resolved.len() as u32,
-                rank,
             });
         }
         ResolvedPart {
@@ -846,32 +865,37 @@ struct FoldContext<'a> {
 
 impl FoldContext<'_> {
     /// The part's stacks with names, and the counts they add to the stats.
-    fn fold(&self, part: &ResolvedPart) -> FoldedPart {
+    /// When addresses are kept, the kept stacks' chains go back to back to
+    /// the start of `chains`, which starts at `offset` in the whole buffer.
+    fn fold(&self, part: &ResolvedPart, chains: &mut [u32], offset: usize) -> FoldedPart {
         let frame_count: usize = part.stacks.iter().map(|s| s.len as usize).sum();
         let mut list = StackList::with_capacity(part.stacks.len(), frame_count + part.stacks.len());
         let mut stats = CollapseStats::default();
         let mut stack: Vec<FrameId> = Vec::new();
         let mut address_samples = Vec::new();
-        let mut chains = Vec::new();
-        let mut chain: Vec<u32> = Vec::new();
+        let mut filled = 0usize;
         for &ResolvedStack {
             thread,
             samples,
             weight,
             start,
             len,
-            rank,
         } in &part.stacks
         {
             let key = self.thread_keys[thread as usize];
             stack.clear();
             stack.push(self.roots[thread as usize]);
             let (mut unresolved, mut jit, mut unresolved_jit) = (0u64, 0u64, 0u64);
-            chain.clear();
+            // Leaf first, as the frame ids are; overwritten if not kept.
+            let chain = if self.keep_addresses {
+                &mut chains[filled..filled + len as usize]
+            } else {
+                &mut []
+            };
             for k in (start..start + len).rev() {
                 let frame = part.renumbering[self.frame_ids.get(k) as usize];
-                if self.keep_addresses {
-                    chain.push(frame);
+                if let Some(slot) = chain.get_mut((k - start) as usize) {
+                    *slot = frame;
                 }
                 let (start, len, is_unresolved, is_jit) = self.frame_names.frames[frame as usize];
                 let count = u64::from(len);
@@ -907,20 +931,17 @@ impl FoldContext<'_> {
             stats.weight += weight;
             list.add(&stack, weight);
             if self.keep_addresses {
-                address_samples.push((
-                    rank,
-                    AddressSample {
-                        thread,
-                        chain: (chains.len() as u32, len),
-                        samples,
-                        weight,
-                    },
-                ));
-                // Collected root first above; chains are leaf first.
-                chains.extend(chain.iter().rev());
+                let chain_start = u32::try_from(offset + filled).expect("under 2^32 chain entries");
+                address_samples.push(AddressSample {
+                    thread,
+                    chain: (chain_start, len),
+                    samples,
+                    weight,
+                });
+                filled += len as usize;
             }
         }
-        (list, stats, address_samples, chains)
+        (list, stats, address_samples, filled)
     }
 }
 

@@ -7,6 +7,7 @@
 //! back to be reused, so steady-state reading allocates nothing.
 
 use std::sync::mpsc::{self, Receiver, SyncSender};
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
 use flamegraph_perf_folded::seq_table::SeqTable;
@@ -44,27 +45,41 @@ struct Worker {
 }
 
 impl Worker {
-    fn start() -> Option<Worker> {
+    /// Starts a worker that goes on counting into `counts`, or gives
+    /// `counts` back when no thread can be started.
+    fn start(counts: StackCounts) -> Result<Worker, StackCounts> {
         let (to_worker, from_reader) = mpsc::sync_channel::<Vec<u64>>(BATCHES_IN_FLIGHT);
         let (to_reader, recycled) = mpsc::sync_channel::<Vec<u64>>(BATCHES_IN_FLIGHT + 2);
-        let handle = std::thread::Builder::new()
+        // Handed over through a slot rather than moved into the closure,
+        // which a failed spawn would drop along with the counts.
+        let handover = Arc::new(Mutex::new(Some(counts)));
+        let theirs = Arc::clone(&handover);
+        let spawned = std::thread::Builder::new()
             .name("stack-counter".into())
             .spawn(move || {
-                let mut counts = StackCounts::new();
+                let mut counts = take(&theirs).unwrap_or_default();
                 for mut batch in from_reader {
                     count_batch(&mut counts, &batch);
                     batch.clear();
                     let _ = to_reader.try_send(batch);
                 }
                 counts
-            })
-            .ok()?;
-        Some(Worker {
-            to_worker,
-            recycled,
-            handle,
-        })
+            });
+        match spawned {
+            Ok(handle) => Ok(Worker {
+                to_worker,
+                recycled,
+                handle,
+            }),
+            Err(_) => Err(take(&handover).unwrap_or_default()),
+        }
     }
+}
+
+fn take(slot: &Mutex<Option<StackCounts>>) -> Option<StackCounts> {
+    slot.lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+        .take()
 }
 
 impl StackCounter {
@@ -84,11 +99,16 @@ impl StackCounter {
                 count(&mut self.counts, stack, weight);
                 return;
             }
-            self.worker = Worker::start();
-            if self.worker.is_none() {
-                self.no_worker = true;
-                count(&mut self.counts, stack, weight);
-                return;
+            // The worker carries on with the stacks counted so far, so
+            // there is only ever one table, in first-seen order.
+            match Worker::start(std::mem::take(&mut self.counts)) {
+                Ok(worker) => self.worker = Some(worker),
+                Err(counts) => {
+                    self.counts = counts;
+                    self.no_worker = true;
+                    count(&mut self.counts, stack, weight);
+                    return;
+                }
             }
             self.batch.reserve(BATCH_WORDS + stack.len() + 2);
         }
@@ -115,7 +135,9 @@ impl StackCounter {
         }
     }
 
-    /// All stacks counted so far.
+    /// All stacks counted so far, in the order they were first seen (the
+    /// table's insertion order, and its buffer's order), whatever the
+    /// thread use.
     pub fn finish(self) -> StackCounts {
         let StackCounter {
             counts: here,
@@ -128,27 +150,11 @@ impl StackCounter {
         };
         let _ = worker.to_worker.send(batch);
         drop(worker.to_worker);
-        let mut counts = match worker.handle.join() {
+        match worker.handle.join() {
+            // `here` is empty: the worker took it over.
             Ok(counts) => counts,
             Err(panic) => std::panic::resume_unwind(panic),
-        };
-        for (stack, &(samples, weight)) in here.iter() {
-            let entry = counts.entry(stack, || (0, 0));
-            entry.0 += samples;
-            entry.1 += weight;
         }
-        // First-seen order, as counting on one thread gives: the stacks
-        // counted here came first, the worker saw the rest in order.
-        let mut first = vec![false; counts.len()];
-        let mut order: Vec<usize> = here
-            .iter()
-            .map(|(stack, _)| counts.position(stack).expect("merged above"))
-            .collect();
-        for &i in &order {
-            first[i] = true;
-        }
-        order.extend((0..counts.len()).filter(|&i| !first[i]));
-        counts.reordered(&order)
     }
 }
 

@@ -255,52 +255,23 @@ pub fn write_pprof<W: Write>(
             buf
         })
         .collect();
-    let mut parts = vec![prepared.message.encode_to_vec()];
-    parts.par_extend(prepared.samples.par_chunks(4096).map(|chunk| {
-        let mut buf = Vec::with_capacity(chunk.len() * 128);
-        let mut locations = Vec::new();
-        for sample in chunk {
-            prepared.locations_of(profile, sample, &mut locations);
-            let both = [sample.samples as u64, sample.cpu as u64];
-            let values = match prepared.unit {
-                SampleUnit::CpuNanoseconds { .. } => &both[..],
-                SampleUnit::Count => &both[..1],
-            };
-            let labels = &label_bytes[sample.labels as usize];
-            let locations_len: usize = locations.iter().map(|&v| varint_len(v)).sum();
-            let values_len: usize = values.iter().map(|&v| varint_len(v)).sum();
-            let len = 1
-                + varint_len(locations_len as u64)
-                + locations_len
-                + 1
-                + varint_len(values_len as u64)
-                + values_len
-                + labels.len();
-            // Sample = field 2; location_id = 1 and value = 2, both packed.
-            buf.push(2 << 3 | 2);
-            put_varint(&mut buf, len as u64);
-            buf.push(1 << 3 | 2);
-            put_varint(&mut buf, locations_len as u64);
-            for &v in &locations {
-                put_varint(&mut buf, v);
-            }
-            buf.push(2 << 3 | 2);
-            put_varint(&mut buf, values_len as u64);
-            for &v in values {
-                put_varint(&mut buf, v);
-            }
-            buf.extend_from_slice(labels);
-        }
-        buf
-    }));
-    let bytes = parts.concat();
-    drop(parts);
-    // Fixed-size pieces compressed in parallel as gzip members, one after
-    // the other: a valid gzip stream (readers concatenate members), with
-    // the same bytes whatever the thread count.
-    let members: Vec<Vec<u8>> = bytes
-        .par_chunks(GZIP_MEMBER_BYTES)
-        .map(|piece| -> std::io::Result<Vec<u8>> { gzip(piece, flate2::Compression::fast()) })
+    // Each piece of samples becomes one gzip member, compressed as soon as
+    // it is encoded, in parallel: the members one after the other are a
+    // valid gzip stream (readers concatenate members), and the pieces are
+    // cut the same way whatever the thread count, so the bytes are too.
+    // The first member starts with the rest of the profile, so a profile
+    // of up to one piece is a single member, which every reader takes. The
+    // whole uncompressed profile never exists at once.
+    let header = prepared.message.encode_to_vec();
+    let pieces: Vec<&[MergedSample]> = prepared.samples.chunks(SAMPLES_PER_MEMBER).collect();
+    let members: Vec<Vec<u8>> = pieces
+        .into_par_iter()
+        .enumerate()
+        .map(|(i, samples)| -> std::io::Result<Vec<u8>> {
+            let mut bytes = if i == 0 { header.clone() } else { Vec::new() };
+            encode_samples(profile, &prepared, &label_bytes, samples, &mut bytes);
+            gzip(&bytes, flate2::Compression::fast())
+        })
         .collect::<std::io::Result<_>>()?;
     for member in members {
         out.write_all(&member)?;
@@ -309,10 +280,55 @@ pub fn write_pprof<W: Write>(
     Ok(())
 }
 
+/// Appends `samples` as `Profile.sample` fields (field 2; `location_id` =
+/// 1 and `value` = 2, both packed) to `buf`, the same bytes prost writes.
+fn encode_samples(
+    profile: &AddressProfile,
+    prepared: &Prepared,
+    label_bytes: &[Vec<u8>],
+    samples: &[MergedSample],
+    buf: &mut Vec<u8>,
+) {
+    buf.reserve(samples.len() * 96);
+    let mut locations = Vec::new();
+    for sample in samples {
+        prepared.locations_of(profile, sample, &mut locations);
+        let both = [sample.samples as u64, sample.cpu as u64];
+        let values = match prepared.unit {
+            SampleUnit::CpuNanoseconds { .. } => &both[..],
+            SampleUnit::Count => &both[..1],
+        };
+        let labels = &label_bytes[sample.labels as usize];
+        let locations_len: usize = locations.iter().map(|&v| varint_len(v)).sum();
+        let values_len: usize = values.iter().map(|&v| varint_len(v)).sum();
+        let len = 1
+            + varint_len(locations_len as u64)
+            + locations_len
+            + 1
+            + varint_len(values_len as u64)
+            + values_len
+            + labels.len();
+        buf.push(2 << 3 | 2);
+        put_varint(buf, len as u64);
+        buf.push(1 << 3 | 2);
+        put_varint(buf, locations_len as u64);
+        for &v in &locations {
+            put_varint(buf, v);
+        }
+        buf.push(2 << 3 | 2);
+        put_varint(buf, values_len as u64);
+        for &v in values {
+            put_varint(buf, v);
+        }
+        buf.extend_from_slice(labels);
+    }
+}
+
 /// `bytes` as one gzip member with no time or name in its header, so the
 /// same bytes always compress the same.
 fn gzip(bytes: &[u8], level: flate2::Compression) -> std::io::Result<Vec<u8>> {
-    let mut gzip = flate2::GzBuilder::new().mtime(0).write(Vec::new(), level);
+    let out = Vec::with_capacity(bytes.len() / 4 + 64);
+    let mut gzip = flate2::GzBuilder::new().mtime(0).write(out, level);
     gzip.write_all(bytes)?;
     gzip.finish()
 }
@@ -330,8 +346,9 @@ fn put_varint(buf: &mut Vec<u8>, mut v: u64) {
     buf.push(v as u8);
 }
 
-/// Uncompressed bytes per gzip member.
-const GZIP_MEMBER_BYTES: usize = 4 << 20;
+/// Samples per gzip member: about half a megabyte of typical stacks, many
+/// times deflate's 32 KiB window, so cutting costs nothing in size.
+const SAMPLES_PER_MEMBER: usize = 8192;
 
 /// The profile message, with every table sorted and numbered from 1.
 pub fn encode(
@@ -762,4 +779,133 @@ pub fn upload_parts(
         )?);
     }
     Ok(parts)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use flamegraph_perf_collapse::{AddressSample, CodeLocation, CodeObject, ThreadRoot};
+    use flamegraph_perf_folded::Annotation;
+    use std::io::Read;
+
+    /// A profile over several gzip members: two objects (one the kernel,
+    /// with a build id), addresses outside both, inline frames, and samples
+    /// that merge.
+    fn sample_profile() -> (AddressProfile, FoldedStacks) {
+        let mut names = FoldedStacks::new();
+        let mut profile = AddressProfile::default();
+        profile.objects.push(CodeObject {
+            name: "/usr/bin/app".into(),
+            build_id: None,
+            kernel: false,
+            jit: false,
+        });
+        profile.objects.push(CodeObject {
+            name: "[kernel.kallsyms]".into(),
+            build_id: Some(vec![0xab, 0x01, 0xff]),
+            kernel: true,
+            jit: false,
+        });
+        // Two threads whose labels are the same (their samples merge), one
+        // with pid and tid labels.
+        for (comm, pid, tid) in [("app", -1, -1), ("app", -1, -1), ("db-7/7", 7, 7)] {
+            let root = names.intern_name(comm, Annotation::None);
+            profile.threads.push(ThreadRoot { root, pid, tid });
+        }
+        for i in 0..300u32 {
+            let kernel = i % 5 == 0;
+            let annotation = if kernel {
+                Annotation::Kernel
+            } else {
+                Annotation::None
+            };
+            let mut ids = vec![names.intern_name(&format!("f{}", i % 40), annotation)];
+            if i % 7 == 0 {
+                ids.push(names.intern_name(&format!("inl{i}"), Annotation::Inlined));
+            }
+            profile.locations.push(CodeLocation {
+                object: (i % 11 != 0).then_some(u32::from(kernel)),
+                address: 0x1000 + u64::from(i) * 16,
+                names: ids,
+            });
+        }
+        for i in 0..3 * SAMPLES_PER_MEMBER as u32 {
+            let start = profile.chains.len() as u32;
+            // Every chain occurs in two threads; short ones more often.
+            let mut state = u64::from(i / 2) * 0x9e37_79b9_7f4a_7c15 + 1;
+            let len = 1 + (i / 2) % 30;
+            profile.chains.extend((0..len).map(|_| {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                (state % 300) as u32
+            }));
+            profile.samples.push(AddressSample {
+                thread: i % 3,
+                chain: (start, len),
+                samples: u64::from(1 + i % 4),
+                weight: u64::from(1 + i % 4) * 1000,
+            });
+        }
+        (profile, names)
+    }
+
+    fn decode(gzipped: &[u8]) -> Profile {
+        let mut raw = Vec::new();
+        flate2::read::MultiGzDecoder::new(gzipped)
+            .read_to_end(&mut raw)
+            .unwrap();
+        Profile::decode(&raw[..]).unwrap()
+    }
+
+    #[test]
+    fn written_samples_equal_the_prost_encoding() {
+        let (profile, names) = sample_profile();
+        for options in [
+            PprofOptions::default(),
+            PprofOptions {
+                unit: SampleUnit::Count,
+                ..PprofOptions::default()
+            },
+            PprofOptions {
+                weights_are_periods: true,
+                time_nanos: 5,
+                duration_nanos: 7,
+                ..PprofOptions::default()
+            },
+        ] {
+            let mut written = Vec::new();
+            write_pprof(&profile, &names, &options, &mut written).unwrap();
+            let expected = encode(&profile, &names, &options).unwrap();
+            let got = decode(&written);
+            assert!(got.sample.len() > SAMPLES_PER_MEMBER, "several members");
+            assert!(got.sample.len() < profile.samples.len(), "some merged");
+            assert_eq!(got, expected);
+            let total: i64 = got.sample.iter().map(|s| s.value[0]).sum();
+            let recorded: u64 = profile.samples.iter().map(|s| s.samples).sum();
+            assert_eq!(total, recorded as i64);
+            let mut again = Vec::new();
+            write_pprof(&profile, &names, &options, &mut again).unwrap();
+            assert_eq!(written, again, "the same bytes every time");
+        }
+    }
+
+    #[test]
+    fn a_profile_of_one_piece_is_one_gzip_member() {
+        // Readers that stop after the first member see everything.
+        let (mut profile, names) = sample_profile();
+        profile.samples.truncate(SAMPLES_PER_MEMBER / 2);
+        let mut written = Vec::new();
+        write_pprof(&profile, &names, &PprofOptions::default(), &mut written).unwrap();
+        let mut raw = Vec::new();
+        let mut first = flate2::read::GzDecoder::new(&written[..]);
+        first.read_to_end(&mut raw).unwrap();
+        let expected = encode(&profile, &names, &PprofOptions::default()).unwrap();
+        assert_eq!(Profile::decode(&raw[..]).unwrap(), expected);
+        assert_eq!(
+            first.into_inner().len(),
+            0,
+            "nothing after the first member"
+        );
+    }
 }

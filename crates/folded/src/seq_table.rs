@@ -138,45 +138,6 @@ impl<T: Copy + Eq + Hash, V> SeqTable<T, V> {
             .map(|&(_, i)| &self.entries[i as usize].value)
     }
 
-    /// The insertion position of `sequence`, if present.
-    pub fn position(&self, sequence: &[T]) -> Option<usize> {
-        let hash = Self::hash(sequence);
-        self.index()
-            .find(hash, |&(h, i)| {
-                h == hash && self.slice(&self.entries[i as usize]) == sequence
-            })
-            .map(|&(_, i)| i as usize)
-    }
-
-    /// The same table with its sequences in a new order: `order` lists
-    /// every position once. The buffer is untouched; lookups still work.
-    ///
-    /// # Panics
-    /// If `order` is not a permutation of the positions.
-    pub fn reordered(mut self, order: &[usize]) -> Self {
-        assert_eq!(order.len(), self.entries.len(), "a permutation");
-        // In place, cycle by cycle: position i takes the entry at order[i].
-        let mut done = vec![false; order.len()];
-        for start in 0..order.len() {
-            if done[start] {
-                continue;
-            }
-            let mut i = start;
-            loop {
-                assert!(!done[i], "each position once");
-                done[i] = true;
-                let next = order[i];
-                if next == start {
-                    break;
-                }
-                self.entries.swap(i, next);
-                i = next;
-            }
-        }
-        self.index = OnceLock::new();
-        self
-    }
-
     /// Sequences and values, in insertion order.
     pub fn iter(&self) -> impl Iterator<Item = (&[T], &V)> {
         self.entries.iter().map(|e| (self.slice(e), &e.value))
@@ -232,19 +193,6 @@ impl<T, V> std::fmt::Debug for SeqTable<T, V> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn reorders_in_place() {
-        let mut table: SeqTable<u32, u32> = SeqTable::new();
-        for i in 0..6u32 {
-            *table.entry(&[i, i + 100], || i) += 0;
-        }
-        let order = [3, 0, 5, 1, 2, 4];
-        let table = table.reordered(&order);
-        let values: Vec<u32> = table.iter().map(|(_, &v)| v).collect();
-        assert_eq!(values, [3, 0, 5, 1, 2, 4]);
-        assert_eq!(table.get(&[5, 105]), Some(&5));
-    }
 
     #[test]
     fn finds_sequences_by_content() {
