@@ -447,13 +447,7 @@ fn prepare(
     // Objects in name order become mappings 1…; only objects in use.
     // How often each location occurs in the chains: the most frequent get
     // the smallest ids, which are the shortest varints.
-    let uses: Vec<u32> = {
-        let mut uses = vec![0u32; profile.locations.len()];
-        for &l in &profile.chains {
-            uses[l as usize] = uses[l as usize].saturating_add(1);
-        }
-        uses
-    };
+    let uses = count_uses(&profile.chains, profile.locations.len());
     let used_locations: Vec<bool> = uses.iter().map(|&n| n > 0).collect();
     let mut object_ranges: Vec<Option<AddressRange>> = vec![None; profile.objects.len()];
     for (location, _) in profile
@@ -627,9 +621,12 @@ fn prepare(
         .into_par_iter()
         .map(key_hash)
         .collect();
+    let same_key =
+        |a: usize, b: usize| labels_of(a) == labels_of(b) && raw_chain(a) == raw_chain(b);
+    let first_with_key = first_with_same_key(&hashes, same_key);
     let mut samples: Vec<MergedSample> = Vec::with_capacity(profile.samples.len());
-    let mut seen: hashbrown::HashTable<u32> =
-        hashbrown::HashTable::with_capacity(profile.samples.len());
+    // Per sample: its merged sample, once it has one.
+    let mut merged_index = vec![0u32; profile.samples.len()];
     for (index, sample) in profile.samples.iter().enumerate() {
         let cpu = match options.unit {
             SampleUnit::CpuNanoseconds { period } => {
@@ -641,29 +638,20 @@ fn prepare(
             }
             SampleUnit::Count => 0,
         };
-        let hash = hashes[index];
-        let found = seen.find(hash, |&m| {
-            let other = samples[m as usize].representative as usize;
-            hashes[other] == hash
-                && labels_of(other) == labels_of(index)
-                && raw_chain(other) == raw_chain(index)
-        });
-        match found {
-            Some(&m) => {
-                let merged = &mut samples[m as usize];
-                merged.samples += sample.samples as i64;
-                merged.cpu += cpu;
-            }
-            None => {
-                seen.insert_unique(hash, samples.len() as u32, |&m| {
-                    hashes[samples[m as usize].representative as usize]
-                });
+        match first_with_key[index] {
+            u32::MAX => {
+                merged_index[index] = samples.len() as u32;
                 samples.push(MergedSample {
                     labels: labels_of(index),
                     representative: index as u32,
                     samples: sample.samples as i64,
                     cpu,
                 });
+            }
+            first => {
+                let merged = &mut samples[merged_index[first as usize] as usize];
+                merged.samples += sample.samples as i64;
+                merged.cpu += cpu;
             }
         }
     }
@@ -689,6 +677,92 @@ fn prepare(
         location_id,
         samples,
     })
+}
+
+/// For each item, the first item with the same key, or `u32::MAX` if that
+/// is itself; items are told apart by `hashes` (of their keys) and
+/// `same_key`.
+///
+/// Items go by the top bits of their hash to shards small enough that a
+/// shard's table stays in cache, and the shards are searched in parallel.
+fn first_with_same_key(hashes: &[u64], same_key: impl Fn(usize, usize) -> bool + Sync) -> Vec<u32> {
+    const SHARD_BITS: u32 = 8;
+    let shard_of = |hash: u64| (hash >> (64 - SHARD_BITS)) as usize;
+    let mut starts = vec![0usize; (1 << SHARD_BITS) + 1];
+    for &hash in hashes {
+        starts[shard_of(hash) + 1] += 1;
+    }
+    for i in 1..starts.len() {
+        starts[i] += starts[i - 1];
+    }
+    // Each shard's items in order: the first of a key is met first.
+    let mut by_shard = vec![0u32; hashes.len()];
+    let mut next = starts.clone();
+    for (index, &hash) in hashes.iter().enumerate() {
+        let slot = &mut next[shard_of(hash)];
+        by_shard[*slot] = index as u32;
+        *slot += 1;
+    }
+    let duplicates: Vec<Vec<(u32, u32)>> = starts
+        .par_windows(2)
+        .map(|range| {
+            let items = &by_shard[range[0]..range[1]];
+            let mut seen: hashbrown::HashTable<(u64, u32)> =
+                hashbrown::HashTable::with_capacity(items.len());
+            let mut duplicates = Vec::new();
+            for &index in items {
+                let hash = hashes[index as usize];
+                let found = seen.find(hash, |&(h, other)| {
+                    h == hash && same_key(other as usize, index as usize)
+                });
+                match found {
+                    Some(&(_, first)) => duplicates.push((index, first)),
+                    None => {
+                        seen.insert_unique(hash, (hash, index), |&(h, _)| h);
+                    }
+                }
+            }
+            duplicates
+        })
+        .collect();
+    let mut first = vec![u32::MAX; hashes.len()];
+    for (index, earlier) in duplicates.into_iter().flatten() {
+        first[index as usize] = earlier;
+    }
+    first
+}
+
+/// How often each of `locations` locations occurs in `chains`, saturating.
+fn count_uses(chains: &[u32], locations: usize) -> Vec<u32> {
+    // Four tables break the dependency between increments of the same
+    // location in a row (a hot location is most of a deep chain); chunks
+    // count on all cores.
+    let count = |chunk: &[u32]| {
+        let mut tables = vec![[0u32; 4]; locations];
+        let mut quads = chunk.chunks_exact(4);
+        for quad in &mut quads {
+            for (lane, &l) in quad.iter().enumerate() {
+                let n = &mut tables[l as usize][lane];
+                *n = n.saturating_add(1);
+            }
+        }
+        for &l in quads.remainder() {
+            tables[l as usize][0] = tables[l as usize][0].saturating_add(1);
+        }
+        tables
+            .into_iter()
+            .map(|t| t.into_iter().fold(0u32, u32::saturating_add))
+            .collect::<Vec<u32>>()
+    };
+    chains.par_chunks(1 << 20).map(count).reduce(
+        || vec![0; locations],
+        |mut a, b| {
+            for (a, b) in a.iter_mut().zip(b) {
+                *a = a.saturating_add(b);
+            }
+            a
+        },
+    )
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -879,7 +953,24 @@ mod tests {
             let expected = encode(&profile, &names, &options).unwrap();
             let got = decode(&written);
             assert!(got.sample.len() > SAMPLES_PER_MEMBER, "several members");
-            assert!(got.sample.len() < profile.samples.len(), "some merged");
+            // Threads 0 and 1 have the same labels: one sample per
+            // (labels, chain), and every such key once.
+            let keys: std::collections::BTreeSet<(bool, &[u32])> = profile
+                .samples
+                .iter()
+                .map(|s| (s.thread == 2, profile.chain(s)))
+                .collect();
+            assert!(keys.len() < profile.samples.len(), "some merge");
+            assert_eq!(got.sample.len(), keys.len());
+            let written_keys: std::collections::BTreeSet<_> = got
+                .sample
+                .iter()
+                .map(|s| {
+                    let labels: Vec<(i64, i64)> = s.label.iter().map(|l| (l.key, l.str)).collect();
+                    (&s.location_id[..], labels)
+                })
+                .collect();
+            assert_eq!(written_keys.len(), got.sample.len(), "no key twice");
             assert_eq!(got, expected);
             let total: i64 = got.sample.iter().map(|s| s.value[0]).sum();
             let recorded: u64 = profile.samples.iter().map(|s| s.samples).sum();
