@@ -22,19 +22,48 @@ pub struct Exports {
     pub name: String,
 }
 
-/// The sample unit of a recorded `event`: CPU time at its frequency or
-/// fixed period for the clock events, counts for tracepoints and the like.
+/// The sample unit of a recorded `event`: CPU time for the clock events
+/// (at their frequency or fixed period) and for hardware events sampled by
+/// frequency (they count only while on CPU, and the kernel spaces their
+/// samples about 1/F of that apart); counts for tracepoints, other
+/// software events and events sampled every N occurrences. The one rule
+/// for recordings read with `-i` and recordings made here.
 pub fn sample_unit(event: &EventInfo) -> SampleUnit {
-    match event.kind {
-        EventKind::CpuClock | EventKind::TaskClock => {
-            let period = match (event.frequency, event.period) {
-                (Some(hz), _) if hz > 0 => 1_000_000_000 / hz as i64,
-                (_, Some(ns)) if ns > 0 => ns as i64,
-                _ => 1_000_000_000 / 99,
-            };
-            SampleUnit::CpuNanoseconds { period }
+    let frequency = event.frequency.filter(|&hz| hz > 0);
+    let period = event.period.filter(|&ns| ns > 0);
+    match (event.kind, frequency, period) {
+        (EventKind::CpuClock | EventKind::TaskClock | EventKind::Hardware, Some(hz), _) => {
+            SampleUnit::CpuNanoseconds {
+                period: 1_000_000_000 / hz as i64,
+            }
         }
+        (EventKind::CpuClock | EventKind::TaskClock, None, Some(ns)) => {
+            SampleUnit::CpuNanoseconds { period: ns as i64 }
+        }
+        (EventKind::CpuClock | EventKind::TaskClock, None, None) => SampleUnit::CpuNanoseconds {
+            period: 1_000_000_000 / 99,
+        },
         _ => SampleUnit::Count,
+    }
+}
+
+/// The event a live recording of `event_name` at `frequency` Hz samples,
+/// as far as [`sample_unit`] cares (tracepoints sample every hit, the rest
+/// by frequency; hardware events that fall back to cpu-clock keep that).
+pub fn live_event(event_name: &str, frequency: u64) -> EventInfo {
+    let (kind, frequency) = match event_name {
+        "cpu-clock" => (EventKind::CpuClock, Some(frequency)),
+        "task-clock" => (EventKind::TaskClock, Some(frequency)),
+        name if name.contains(':') => (EventKind::Tracepoint, None),
+        _ => (EventKind::Hardware, Some(frequency)),
+    };
+    EventInfo {
+        name: event_name.to_owned(),
+        kind,
+        has_callchain: true,
+        frequency,
+        period: None,
+        max_stack: None,
     }
 }
 
@@ -175,5 +204,56 @@ impl Exports {
             export::upload_parts(addresses, stacks, &options, export::UploadLimits::default())
                 .context("--push: encoding the profile")?;
         push::upload(&target, &window, &parts, args.quiet)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(kind: EventKind, frequency: Option<u64>, period: Option<u64>) -> EventInfo {
+        EventInfo {
+            name: "e".into(),
+            kind,
+            has_callchain: true,
+            frequency,
+            period,
+            max_stack: None,
+        }
+    }
+
+    #[test]
+    fn one_rule_for_read_and_live_sample_units() {
+        let cpu = |period| SampleUnit::CpuNanoseconds { period };
+        let cases = [
+            (event(EventKind::CpuClock, Some(99), None), cpu(10_101_010)),
+            (
+                event(EventKind::TaskClock, None, Some(250_000)),
+                cpu(250_000),
+            ),
+            (event(EventKind::Hardware, Some(1000), None), cpu(1_000_000)),
+            (
+                event(EventKind::Hardware, None, Some(100_003)),
+                SampleUnit::Count,
+            ),
+            (
+                event(EventKind::Software, Some(99), None),
+                SampleUnit::Count,
+            ),
+            (
+                event(EventKind::Tracepoint, None, Some(1)),
+                SampleUnit::Count,
+            ),
+        ];
+        for (event, unit) in cases {
+            assert_eq!(sample_unit(&event), unit, "{:?}", event.kind);
+        }
+        // Recording here: cycles falls back to cpu-clock at the same rate.
+        assert_eq!(sample_unit(&live_event("cpu-clock", 99)), cpu(10_101_010));
+        assert_eq!(sample_unit(&live_event("cycles", 4999)), cpu(200_040));
+        assert_eq!(
+            sample_unit(&live_event("sched:sched_switch", 99)),
+            SampleUnit::Count
+        );
     }
 }

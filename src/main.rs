@@ -347,7 +347,10 @@ fn record_live(args: &Args) -> Result<Completeness> {
         live_processes: true,
         recorded_kernel_release: None,
     };
-    let unit = live_sample_unit(args);
+    let unit = exports::sample_unit(&exports::live_event(
+        args.read.event.as_deref().unwrap_or("cpu-clock"),
+        args.frequency,
+    ));
     let mut push_failed = false;
     let (summary, stacks, stats, perf_maps, addresses) = if let Some(url) = &args.push {
         if args.pprof.is_some() {
@@ -569,17 +572,6 @@ fn collapse_options(
 /// The sample unit of a live recording: CPU time at `-F` for the clock
 /// events (and cycles/instructions, which fall back to cpu-clock here),
 /// counts for tracepoints.
-fn live_sample_unit(args: &Args) -> export::SampleUnit {
-    let event = args.read.event.as_deref().unwrap_or("cpu-clock");
-    if event.contains(':') && !event.starts_with("cpu-clock") && !event.starts_with("task-clock") {
-        export::SampleUnit::Count
-    } else {
-        export::SampleUnit::CpuNanoseconds {
-            period: 1_000_000_000 / args.frequency.max(1) as i64,
-        }
-    }
-}
-
 /// `kernel.perf_event_max_stack` here (127 if unreadable).
 fn kernel_max_stack() -> usize {
     std::fs::read_to_string("/proc/sys/kernel/perf_event_max_stack")

@@ -213,8 +213,7 @@ fn closed_stdout_pipe_exits_quietly() {
 
 #[test]
 fn terminal_stdout_writes_flamegraph_svg() {
-    let Some(script) = which("script") else {
-        eprintln!("skipped: util-linux `script` (to fake a terminal) is not installed");
+    let Some(script) = tool_or_skip("script", "util-linux, to fake a terminal") else {
         return;
     };
     let dir = tempdir("terminal");
@@ -255,8 +254,7 @@ fn progress_only_on_a_terminal() {
         "{stderr}"
     );
 
-    let Some(script) = which("script") else {
-        eprintln!("skipped: util-linux `script` (to fake a terminal) is not installed");
+    let Some(script) = tool_or_skip("script", "util-linux, to fake a terminal") else {
         return;
     };
     let dir = tempdir("progress");
