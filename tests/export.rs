@@ -367,3 +367,123 @@ fn speedscope_files_match_the_schema_and_the_folded_output() {
         _ => eprintln!("skipping the schema check: node or tests/browser/node_modules missing"),
     }
 }
+
+/// Locations of one mapping in `go tool pprof -raw` output: address and
+/// lines (innermost first) as (system name, "file:line").
+fn raw_locations(raw: &str, mapping: u64) -> Vec<(u64, Vec<(String, String)>)> {
+    let mut locations: Vec<(u64, Vec<(String, String)>)> = Vec::new();
+    let mut in_mapping = false;
+    let section = raw
+        .lines()
+        .skip_while(|l| !l.starts_with("Locations"))
+        .skip(1)
+        .take_while(|l| !l.starts_with("Mappings"));
+    for line in section {
+        let mut words: Vec<&str> = line.split_whitespace().collect();
+        if words.first().is_some_and(|w| w.ends_with(':')) {
+            // "N: 0xADDR M=K name file:line s=0(system name)"
+            in_mapping = words.get(2) == Some(&format!("M={mapping}").as_str());
+            if !in_mapping {
+                continue;
+            }
+            let address = u64::from_str_radix(words[1].trim_start_matches("0x"), 16).unwrap();
+            locations.push((address, Vec::new()));
+            words.drain(..3);
+        } else if !in_mapping {
+            continue;
+        }
+        let [name, position, system @ ..] = &words[..] else {
+            panic!("unexpected location line {line:?}");
+        };
+        let system = system
+            .first()
+            .and_then(|s| s.strip_prefix("s=0("))
+            .and_then(|s| s.strip_suffix(')'))
+            .unwrap_or(name);
+        locations
+            .last_mut()
+            .unwrap()
+            .1
+            .push((system.to_owned(), (*position).to_owned()));
+    }
+    locations
+}
+
+#[test]
+fn inline_source_lines_agree_with_binutils_addr2line() {
+    let Some(go) = go_or_skip("inline_source_lines_agree_with_binutils_addr2line") else {
+        return;
+    };
+    let Some(addr2line) = tool_or_skip("addr2line", "binutils, the oracle for source lines") else {
+        return;
+    };
+    let dir = out_dir("source-lines");
+    let path = pprof_of("inline", &dir, &["--inline"]);
+    let (ok, raw) = go_pprof(&go, &["-raw"], &path);
+    assert!(ok, "{raw}");
+    let mapping_line = raw
+        .lines()
+        .skip_while(|l| !l.starts_with("Mappings"))
+        .find(|l| l.contains("/inline/inline "))
+        .unwrap_or_else(|| panic!("no mapping of the fixture binary: {raw}"));
+    assert!(
+        mapping_line.contains("[FN][FL][LN][IN]"),
+        "file names, line numbers and inline frames: {mapping_line}"
+    );
+    let mapping: u64 = mapping_line
+        .split(':')
+        .next()
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let locations = raw_locations(&raw, mapping);
+    assert!(locations.len() >= 3, "{raw}");
+    let elf = fixture("inline").join("symfs/tmp/flamegraph-perf-fixtures/inline/inline");
+    // Our addresses are file offsets; binutils wants virtual addresses.
+    // The fixture's code segment maps offset 0x1000 at 0x1000, so they
+    // agree; object says so for the file actually read.
+    let bytes = std::fs::read(&elf).unwrap();
+    let file = object::File::parse(&*bytes).unwrap();
+    let to_vaddr = |offset: u64| {
+        use object::{Object, ObjectSegment};
+        file.segments()
+            .find_map(|segment| {
+                let (start, size) = segment.file_range();
+                (start..start + size)
+                    .contains(&offset)
+                    .then(|| offset - start + segment.address())
+            })
+            .expect("the address is in a segment")
+    };
+    let mut inlined_seen = false;
+    for (address, ours) in &locations {
+        let output = Command::new(&addr2line)
+            .args(["-f", "-i", "-e"])
+            .arg(&elf)
+            .arg(format!("{:#x}", to_vaddr(*address)))
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&output.stdout);
+        let lines: Vec<&str> = text.lines().collect();
+        let expected: Vec<(String, String)> = lines
+            .chunks(2)
+            .map(|pair| {
+                let position = pair[1].split(" (discriminator").next().unwrap();
+                (pair[0].to_owned(), position.to_owned())
+            })
+            .collect();
+        assert_eq!(ours, &expected, "location {address:#x}");
+        inlined_seen |= ours.len() == 3;
+    }
+    assert!(
+        inlined_seen,
+        "inner and middle inlined into outer somewhere"
+    );
+
+    // Without --inline no DWARF is read, so no source is claimed.
+    let path = pprof_of("inline", &out_dir("no-source-lines"), &[]);
+    let (ok, raw) = go_pprof(&go, &["-raw"], &path);
+    assert!(ok, "{raw}");
+    assert!(!raw.contains("inline.c"), "{raw}");
+}

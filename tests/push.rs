@@ -323,6 +323,7 @@ fn large_windows_are_split_not_dropped() {
             object: Some(0),
             address: 0x1000 + u64::from(i),
             names: vec![name],
+            sources: Vec::new(),
         });
         let start = profile.chains.len() as u32;
         profile.chains.push(i);

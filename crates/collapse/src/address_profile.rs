@@ -24,6 +24,8 @@ pub struct AddressProfile {
     pub samples: Vec<AddressSample>,
     /// The samples' chains back to back (see [`AddressSample::chain`]).
     pub chains: Vec<u32>,
+    /// Source files that [`CodeLocation::sources`] refer to.
+    pub files: Vec<String>,
 }
 
 impl AddressProfile {
@@ -61,6 +63,18 @@ pub struct CodeLocation {
     /// Frame names at this address, outermost first (a function, then what
     /// was inlined into it), as ids of the collapsed [`flamegraph_perf_folded::FoldedStacks`].
     pub names: Vec<FrameId>,
+    /// Where each of `names` was in its source, when DWARF said (with
+    /// `--inline`): one per name, or empty when none is known.
+    pub sources: Vec<Option<SourcePosition>>,
+}
+
+/// A line of a source file.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SourcePosition {
+    /// Index in [`AddressProfile::files`].
+    pub file: u32,
+    /// Line number, from 1; 0 when only the file is known.
+    pub line: u32,
 }
 
 /// The thread a sample came from, as the folded stacks' root shows it.

@@ -14,7 +14,9 @@ use flamegraph_perf_folded::{Annotation, FoldedStacks, FoldedStacksBuilder, Fram
 use rayon::prelude::*;
 use rustc_hash::FxHasher;
 
-use crate::address_profile::{AddressProfile, AddressSample, CodeLocation, CodeObject, ThreadRoot};
+use crate::address_profile::{
+    AddressProfile, AddressSample, CodeLocation, CodeObject, SourcePosition, ThreadRoot,
+};
 use crate::dso::{DsoId, DsoKind, Dsos};
 use crate::event::{CpuMode, Event, EventSink, Loss, Mmap, Sample};
 use crate::idle::IdleFilter;
@@ -499,9 +501,10 @@ impl Collapser {
             .map(|(i, (dso, _))| (*dso, i))
             .collect();
         let unknown = folded.intern_name("[unknown]", Annotation::None);
+        let mut files = SourceFiles::default();
         for &(dso_id, address) in &frames {
             if dso_id == NO_DSO {
-                frame_names.push(&[unknown], true, false);
+                frame_names.push(&[unknown], &[None], true, false);
                 continue;
             }
             let dso = dsos.get(dso_id);
@@ -520,10 +523,11 @@ impl Collapser {
             let jit = annotation == Annotation::Jit;
             if names.is_empty() {
                 let id = folded.intern_name(&dso.unresolved_frame_name(), annotation);
-                frame_names.push(&[id], true, jit);
+                frame_names.push(&[id], &[None], true, jit);
                 continue;
             }
             let mut ids = Vec::with_capacity(names.len());
+            let mut sources = Vec::with_capacity(names.len());
             for symbol in names {
                 let mut name = symbol.name.as_str();
                 if annotation == Annotation::Kernel
@@ -549,9 +553,16 @@ impl Collapser {
                         annotation
                     };
                     ids.push(folded.intern_name(names::strip_parameters(part), frame_annotation));
+                    // A JIT name's inlined parts have no source of their own.
+                    sources.push(symbol.source.as_ref().filter(|_| j == 0).map(|source| {
+                        SourcePosition {
+                            file: files.intern(&source.file),
+                            line: source.line,
+                        }
+                    }));
                 }
             }
-            frame_names.push(&ids, false, jit);
+            frame_names.push(&ids, &sources, false, jit);
         }
         stats.object_problems = requests
             .iter()
@@ -665,6 +676,7 @@ impl Collapser {
             address_profile(
                 &frames,
                 &frame_names,
+                files.names,
                 dsos,
                 ThreadNames {
                     keys: thread_keys,
@@ -828,6 +840,8 @@ impl PackedFrameIds {
 /// function, then what was inlined into it), back to back.
 struct FrameNames {
     ids: Vec<FrameId>,
+    /// Each of `ids`' source position, when known.
+    sources: Vec<Option<SourcePosition>>,
     /// Per frame: start and length in `ids`, unresolved, JIT code.
     frames: Vec<(u32, u32, bool, bool)>,
 }
@@ -836,14 +850,43 @@ impl FrameNames {
     fn with_capacity(frames: usize) -> FrameNames {
         FrameNames {
             ids: Vec::with_capacity(frames),
+            sources: Vec::with_capacity(frames),
             frames: Vec::with_capacity(frames),
         }
     }
 
-    fn push(&mut self, ids: &[FrameId], unresolved: bool, jit: bool) {
+    /// Adds a frame's names and their sources (one per name).
+    fn push(
+        &mut self,
+        ids: &[FrameId],
+        sources: &[Option<SourcePosition>],
+        unresolved: bool,
+        jit: bool,
+    ) {
+        debug_assert_eq!(ids.len(), sources.len());
         self.frames
             .push((self.ids.len() as u32, ids.len() as u32, unresolved, jit));
         self.ids.extend_from_slice(ids);
+        self.sources.extend_from_slice(sources);
+    }
+}
+
+/// Source file names, each once, numbered in first-use order.
+#[derive(Default)]
+struct SourceFiles {
+    names: Vec<String>,
+    index: HashMap<String, u32>,
+}
+
+impl SourceFiles {
+    fn intern(&mut self, file: &str) -> u32 {
+        if let Some(&i) = self.index.get(file) {
+            return i;
+        }
+        let i = self.names.len() as u32;
+        self.names.push(file.to_owned());
+        self.index.insert(file.to_owned(), i);
+        i
     }
 }
 
@@ -959,6 +1002,7 @@ struct ThreadNames<'a> {
 fn address_profile(
     frames: &[(DsoId, u64)],
     frame_names: &FrameNames,
+    files: Vec<String>,
     dsos: &Dsos,
     threads: ThreadNames<'_>,
     samples: Vec<AddressSample>,
@@ -997,9 +1041,15 @@ fn address_profile(
             });
             let (start, len, _, _) = frame_names.frames[i];
             let names = &frame_names.ids[start as usize..(start + len) as usize];
+            let sources = &frame_names.sources[start as usize..(start + len) as usize];
             CodeLocation {
                 object,
                 address,
+                sources: if sources.iter().any(Option::is_some) {
+                    sources.to_vec()
+                } else {
+                    Vec::new()
+                },
                 names: if in_java[i] {
                     names
                         .iter()
@@ -1027,6 +1077,7 @@ fn address_profile(
         threads: thread_roots,
         samples,
         chains,
+        files,
     }
 }
 

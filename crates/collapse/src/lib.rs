@@ -19,7 +19,9 @@ pub mod process;
 mod stack_counter;
 pub mod symbols;
 
-pub use address_profile::{AddressProfile, AddressSample, CodeLocation, CodeObject, ThreadRoot};
+pub use address_profile::{
+    AddressProfile, AddressSample, CodeLocation, CodeObject, SourcePosition, ThreadRoot,
+};
 pub use collapser::{
     CollapseOptions, CollapseStats, Collapsed, Collapser, ReturnAddresses, RootFrame, Weight,
 };
@@ -28,4 +30,4 @@ pub use idle::{IdleFilter, DEFAULT_IDLE_PATTERN};
 pub use perf_data::{
     EventInfo, EventKind, PerfDataReader, ReadError, ReadProgress, ReadStats, RecordingInfo,
 };
-pub use symbols::SymbolizerOptions;
+pub use symbols::{SourceLine, SymbolizerOptions};

@@ -6,7 +6,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
 
-use flamegraph_perf_collapse::AddressProfile;
+use flamegraph_perf_collapse::{AddressProfile, CodeLocation, SourcePosition};
 use flamegraph_perf_folded::{FoldedStacks, FrameId};
 use prost::Message;
 use rayon::prelude::*;
@@ -199,11 +199,12 @@ use proto::{Function, Label, Line, Location, Mapping, Profile, Sample, ValueType
 
 /// An object in mapping order: name, build id, index in the profile.
 type ObjectKey = (String, Vec<u8>, u32);
-/// A location's order: uses (most first), mapping, address, function ids,
-/// then its index in the profile.
-type LocationKey = (std::cmp::Reverse<u32>, u64, u64, Vec<u64>, usize);
-/// Lowest address, one past the highest, whether inline frames occur.
-type AddressRange = (u64, u64, bool);
+/// A location's order: uses (most first), mapping, address, lines
+/// (function id and line number), then its index in the profile.
+type LocationKey = (std::cmp::Reverse<u32>, u64, u64, Vec<(u64, u32)>, usize);
+/// Lowest address, one past the highest, whether inline frames occur,
+/// whether source lines are known.
+type AddressRange = (u64, u64, bool, bool);
 
 /// Strings in first-use order; index 0 is "" as the format requires.
 struct Strings {
@@ -457,10 +458,11 @@ fn prepare(
         .filter(|(_, &used)| used)
     {
         if let Some(object) = location.object {
-            let range = object_ranges[object as usize].get_or_insert((u64::MAX, 0, false));
+            let range = object_ranges[object as usize].get_or_insert((u64::MAX, 0, false, false));
             range.0 = range.0.min(location.address);
             range.1 = range.1.max(location.address.saturating_add(1));
             range.2 |= location.names.len() > 1;
+            range.3 |= !location.sources.is_empty();
         }
     }
     let ranges: BTreeMap<ObjectKey, AddressRange> = object_ranges
@@ -477,7 +479,7 @@ fn prepare(
         })
         .collect();
     let mut mapping_of_object: HashMap<u32, u64> = HashMap::new();
-    for ((name, build_id, object), (start, limit, inline)) in &ranges {
+    for ((name, build_id, object), (start, limit, inline, sources)) in &ranges {
         let id = message.mapping.len() as u64 + 1;
         mapping_of_object.insert(*object, id);
         let kernel = profile.objects[*object as usize].kernel;
@@ -494,45 +496,67 @@ fn prepare(
                 strings.get(&hex(build_id))
             },
             has_functions: true,
-            has_filenames: false,
-            has_line_numbers: false,
+            has_filenames: *sources,
+            has_line_numbers: *sources,
             has_inline_frames: *inline,
         });
     }
 
-    // Functions: every name used, in text order.
+    // Functions: every (name, source file) used, in text order.
+    let source_of = |location: &CodeLocation, k: usize| -> Option<SourcePosition> {
+        location.sources.get(k).copied().flatten()
+    };
     let mut name_used = vec![false; names.frame_count()];
+    let mut with_file: Vec<(FrameId, u32)> = Vec::new();
     for (location, _) in profile
         .locations
         .iter()
         .zip(&used_locations)
         .filter(|(_, &used)| used)
     {
-        for &id in &location.names {
-            name_used[id as usize] = true;
+        for (k, &id) in location.names.iter().enumerate() {
+            match source_of(location, k) {
+                Some(source) => with_file.push((id, source.file)),
+                None => name_used[id as usize] = true,
+            }
         }
     }
-    let mut function_names: Vec<(String, FrameId)> = name_used
+    with_file.sort_unstable();
+    with_file.dedup();
+    let file_name = |file: Option<u32>| file.map_or("", |f| profile.files[f as usize].as_str());
+    let mut functions: Vec<(String, &str, FrameId, Option<u32>)> = name_used
         .iter()
         .enumerate()
         .filter(|(_, &used)| used)
-        .map(|(id, _)| (frame_text(id as FrameId), id as FrameId))
+        .map(|(id, _)| (id as FrameId, None))
+        .chain(with_file.iter().map(|&(id, file)| (id, Some(file))))
+        .map(|(id, file)| (frame_text(id), file_name(file), id, file))
         .collect();
-    function_names.sort();
+    functions.sort();
     let mut function_of_name = vec![0u64; names.frame_count()];
-    for (text, id) in &function_names {
+    let mut function_with_file: HashMap<(FrameId, u32), u64> = HashMap::new();
+    for (text, file, id, file_index) in &functions {
         let function_id = message.function.len() as u64 + 1;
-        function_of_name[*id as usize] = function_id;
+        match file_index {
+            Some(f) => {
+                function_with_file.insert((*id, *f), function_id);
+            }
+            None => function_of_name[*id as usize] = function_id,
+        }
         message.function.push(Function {
             id: function_id,
             name: strings.get(text),
             system_name: strings.get(names.frame(*id).name()),
-            filename: 0,
+            filename: if file.is_empty() {
+                0
+            } else {
+                strings.get(file)
+            },
             start_line: 0,
         });
     }
 
-    // Locations by use (most used first), then (mapping, address, names).
+    // Locations by use (most used first), then (mapping, address, lines).
     let mut location_keys: Vec<LocationKey> = profile
         .locations
         .iter()
@@ -541,29 +565,33 @@ fn prepare(
         .map(|(i, l)| {
             let mapping = l.object.map_or(0, |o| mapping_of_object[&o]);
             // pprof lists inlined functions first, the caller they were inlined into last.
-            let functions = l
+            let lines = l
                 .names
                 .iter()
+                .enumerate()
                 .rev()
-                .map(|&id| function_of_name[id as usize])
+                .map(|(k, &id)| match source_of(l, k) {
+                    Some(source) => (function_with_file[&(id, source.file)], source.line),
+                    None => (function_of_name[id as usize], 0),
+                })
                 .collect();
-            (std::cmp::Reverse(uses[i]), mapping, l.address, functions, i)
+            (std::cmp::Reverse(uses[i]), mapping, l.address, lines, i)
         })
         .collect();
     location_keys.par_sort_unstable();
     let mut location_id = vec![0u64; profile.locations.len()];
-    for (_, mapping, address, functions, index) in location_keys {
+    for (_, mapping, address, lines, index) in location_keys {
         let id = message.location.len() as u64 + 1;
         location_id[index] = id;
         message.location.push(Location {
             id,
             mapping_id: mapping,
             address,
-            line: functions
+            line: lines
                 .into_iter()
-                .map(|function_id| Line {
+                .map(|(function_id, line)| Line {
                     function_id,
-                    line: 0,
+                    line: i64::from(line),
                     column: 0,
                 })
                 .collect(),
@@ -839,6 +867,7 @@ pub fn upload_parts(
             threads: profile.threads.clone(),
             samples,
             chains,
+            files: profile.files.clone(),
         };
         let message = encode(&part, names, options)?;
         if message.encoded_len() > limits.max_bytes && chunk.len() > 1 {
@@ -886,6 +915,7 @@ mod tests {
             let root = names.intern_name(comm, Annotation::None);
             profile.threads.push(ThreadRoot { root, pid, tid });
         }
+        profile.files = (0..4).map(|f| format!("/src/file{f}.c")).collect();
         for i in 0..300u32 {
             let kernel = i % 5 == 0;
             let annotation = if kernel {
@@ -897,10 +927,24 @@ mod tests {
             if i % 7 == 0 {
                 ids.push(names.intern_name(&format!("inl{i}"), Annotation::Inlined));
             }
+            // Some user code has source lines (one file per ten names).
+            let sources = if !kernel && i % 3 == 0 {
+                (0..ids.len() as u32)
+                    .map(|k| {
+                        (k == 0 || i % 2 == 0).then_some(SourcePosition {
+                            file: i % 40 / 10,
+                            line: 10 + i + k,
+                        })
+                    })
+                    .collect()
+            } else {
+                Vec::new()
+            };
             profile.locations.push(CodeLocation {
                 object: (i % 11 != 0).then_some(u32::from(kernel)),
                 address: 0x1000 + u64::from(i) * 16,
                 names: ids,
+                sources,
             });
         }
         for i in 0..3 * SAMPLES_PER_MEMBER as u32 {

@@ -61,6 +61,19 @@ pub struct SymbolName {
     pub name: String,
     /// True for a function inlined into the frame's real function.
     pub inlined: bool,
+    /// Where in the source this function was at the address: the line
+    /// that ran, or for a function that something was inlined into, the
+    /// line it was inlined at. Known only from DWARF (`--inline`).
+    pub source: Option<SourceLine>,
+}
+
+/// A line of a source file.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SourceLine {
+    /// The file as DWARF names it, joined to its compilation directory.
+    pub file: String,
+    /// Line number, from 1; 0 when DWARF gives the file only.
+    pub line: u32,
 }
 
 /// What symbolizing one object produced.
@@ -299,6 +312,7 @@ impl Symbolizer {
                                     vec![SymbolName {
                                         name: name.to_owned(),
                                         inlined: false,
+                                        source: None,
                                     }]
                                 })
                                 .unwrap_or_default()
@@ -379,6 +393,7 @@ impl Symbolizer {
                             vec![SymbolName {
                                 name: String::from_utf8_lossy(name).into_owned(),
                                 inlined: false,
+                                source: None,
                             }]
                         })
                         .unwrap_or_default()
@@ -453,9 +468,13 @@ impl Symbolizer {
                 let mut names = vec![SymbolName {
                     name: self.demangle(raw),
                     inlined: false,
+                    source: None,
                 }];
                 if let (Some(dwarf), Some(vaddr)) = (&dwarf, symbols.vaddr_of_offset(offset)) {
-                    names.extend(inlined_functions(dwarf, vaddr, |raw| self.demangle(raw)));
+                    let (inlined, source) =
+                        inlined_functions(dwarf, vaddr, |raw| self.demangle(raw));
+                    names[0].source = source;
+                    names.extend(inlined);
                 }
                 names
             })
@@ -476,14 +495,16 @@ impl Symbolizer {
     }
 }
 
-/// The functions inlined at `vaddr`, outermost first, from DWARF.
+/// The functions inlined at `vaddr`, outermost first, each with its
+/// source line, and the source line of the function they were inlined
+/// into, from DWARF.
 fn inlined_functions(
     dwarf: &addr2line::Loader,
     vaddr: u64,
     demangle: impl Fn(&[u8]) -> String,
-) -> Vec<SymbolName> {
+) -> (Vec<SymbolName>, Option<SourceLine>) {
     let Ok(mut frames) = dwarf.find_frames(vaddr) else {
-        return Vec::new();
+        return (Vec::new(), None);
     };
     let mut innermost_first = Vec::new();
     while let Ok(Some(frame)) = frames.next() {
@@ -491,19 +512,23 @@ fn inlined_functions(
             .function
             .as_ref()
             .and_then(|f| f.raw_name().ok().map(|n| demangle(n.as_bytes())));
-        innermost_first.push(name.unwrap_or_else(|| "[unknown]".to_owned()));
+        let source = frame.location.and_then(|location| {
+            Some(SourceLine {
+                file: location.file?.to_owned(),
+                line: location.line.unwrap_or(0),
+            })
+        });
+        innermost_first.push(SymbolName {
+            name: name.unwrap_or_else(|| "[unknown]".to_owned()),
+            inlined: true,
+            source,
+        });
     }
     // The last DWARF frame is the real function, already named from the
     // symbol table; the others were inlined into it.
-    innermost_first.pop();
-    innermost_first
-        .into_iter()
-        .rev()
-        .map(|name| SymbolName {
-            name,
-            inlined: true,
-        })
-        .collect()
+    let outer_source = innermost_first.pop().and_then(|outer| outer.source);
+    innermost_first.reverse();
+    (innermost_first, outer_source)
 }
 
 fn problem_text(problem: &ElfProblem) -> String {
