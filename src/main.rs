@@ -569,9 +569,6 @@ fn collapse_options(
     })
 }
 
-/// The sample unit of a live recording: CPU time at `-F` for the clock
-/// events (and cycles/instructions, which fall back to cpu-clock here),
-/// counts for tracepoints.
 /// `kernel.perf_event_max_stack` here (127 if unreadable).
 fn kernel_max_stack() -> usize {
     std::fs::read_to_string("/proc/sys/kernel/perf_event_max_stack")

@@ -6,6 +6,7 @@
 //! broken by name).
 
 use std::collections::HashMap;
+use std::io::Write;
 use std::path::Path;
 
 use anyhow::{Context, Result};
@@ -71,11 +72,13 @@ struct Function {
     share: f64,
 }
 
-/// Writes the summary of `stacks` and `facts` to `path` as JSON.
+/// Writes the summary of `stacks` and `facts` to `path` as JSON, the way
+/// every output file is written ([`crate::output::write_file_replacing`]).
 pub fn write(path: &Path, facts: &Facts<'_>, stacks: &FoldedStacks) -> Result<()> {
     let mut text = to_json(facts, stacks);
     text.push('\n');
-    std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))
+    crate::output::write_file_replacing(path, |out| out.write_all(text.as_bytes()))
+        .with_context(|| format!("writing {}", path.display()))
 }
 
 fn to_json(facts: &Facts<'_>, stacks: &FoldedStacks) -> String {
@@ -84,13 +87,7 @@ fn to_json(facts: &Facts<'_>, stacks: &FoldedStacks) -> String {
     let top = |weights: HashMap<u32, u64>| -> Vec<Function> {
         let mut named: Vec<(String, u64)> = weights
             .into_iter()
-            .map(|(id, w)| {
-                let frame = stacks.frame(id);
-                (
-                    format!("{}{}", frame.name(), frame.annotation().suffix()),
-                    w,
-                )
-            })
+            .map(|(id, w)| (stacks.frame(id).to_string(), w))
             .collect();
         named.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
         named

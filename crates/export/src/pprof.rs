@@ -416,10 +416,7 @@ fn prepare(
     if profile.samples.iter().all(|s| s.samples == 0) {
         return Err(ExportError::NoSamples);
     }
-    let frame_text = |id: FrameId| {
-        let frame = names.frame(id);
-        format!("{}{}", frame.name(), frame.annotation().suffix())
-    };
+    let frame_text = |id: FrameId| names.frame(id).to_string();
     let mut strings = Strings::new();
     let mut message = Profile::default();
     let value_type = |strings: &mut Strings, kind: &str, unit: &str| ValueType {

@@ -68,9 +68,8 @@ pub fn write_speedscope<W: Write>(
             .map(|&id| {
                 if index[id as usize] == u32::MAX {
                     index[id as usize] = frames.len() as u32;
-                    let frame = stacks.frame(id);
                     frames.push(FrameEntry {
-                        name: format!("{}{}", frame.name(), frame.annotation().suffix()),
+                        name: stacks.frame(id).to_string(),
                     });
                 }
                 index[id as usize]

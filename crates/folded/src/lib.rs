@@ -193,14 +193,6 @@ impl FoldedStacksBuilder {
         FoldedStacksBuilder::default()
     }
 
-    /// An empty builder with room for `stacks` stacks of `frames` frames in all.
-    pub fn with_capacity(stacks: usize, frames: usize) -> FoldedStacksBuilder {
-        FoldedStacksBuilder {
-            frames: FrameTable::default(),
-            list: StackList::with_capacity(stacks, frames),
-        }
-    }
-
     /// Interns a frame given by name and annotation (see
     /// [`FoldedStacks::intern_name`]).
     pub fn intern_name(&mut self, name: &str, annotation: Annotation) -> FrameId {
@@ -386,14 +378,6 @@ impl FoldedStacks {
     /// An empty set of stacks.
     pub fn new() -> FoldedStacks {
         FoldedStacks::default()
-    }
-
-    /// An empty set with room for `stacks` stacks of `frames` frames in all.
-    pub fn with_capacity(stacks: usize, frames: usize) -> FoldedStacks {
-        FoldedStacks {
-            stacks: SeqTable::with_capacity(stacks, frames),
-            ..FoldedStacks::default()
-        }
     }
 
     /// Interns a frame, returning its id.

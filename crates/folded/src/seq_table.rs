@@ -48,15 +48,6 @@ impl<T: Copy + Eq + Hash, V> SeqTable<T, V> {
         Self::default()
     }
 
-    /// An empty table with room for `sequences` sequences of `items` elements in all.
-    pub fn with_capacity(sequences: usize, items: usize) -> Self {
-        SeqTable {
-            items: Vec::with_capacity(items),
-            entries: Vec::with_capacity(sequences),
-            index: OnceLock::from(HashTable::with_capacity(sequences)),
-        }
-    }
-
     /// A table of sequences the caller knows to be distinct, in the given
     /// order: each `(start, len, value)` is `items[start..start + len]`.
     ///
