@@ -10,7 +10,9 @@
 use std::collections::HashMap;
 use std::hash::BuildHasherDefault;
 
-use flamegraph_perf_folded::{Annotation, FoldedStacks, FoldedStacksBuilder, FrameId, StackList};
+use flamegraph_perf_folded::{
+    Annotation, FoldedStacks, FoldedStacksBuilder, FrameId, StackList, StringTable,
+};
 use rayon::prelude::*;
 use rustc_hash::FxHasher;
 
@@ -431,21 +433,23 @@ impl Collapser {
             .len()
             .div_ceil(rayon::current_num_threads())
             .max(1 << 12);
-        let mut jobs: Vec<(&[RawStackEntry], &mut [u64], usize)> = Vec::new();
-        let mut rest: &mut [u64] = &mut items;
-        let mut consumed = 0;
-        for part in entries.chunks(part_len) {
-            let end = part
-                .last()
-                .map_or(consumed, |&(start, len, ..)| start + len as usize);
-            let (mine, tail) = std::mem::take(&mut rest).split_at_mut(end - consumed);
-            jobs.push((part, mine, consumed));
-            rest = tail;
-            consumed = end;
-        }
-        let mut parts: Vec<ResolvedPart> = jobs
+        let entry_parts: Vec<&[RawStackEntry]> = entries.chunks(part_len).collect();
+        // Each part owns the stretch of the buffer up to its last stack's end.
+        let mut end = 0;
+        let stretches: Vec<usize> = entry_parts
+            .iter()
+            .map(|part| {
+                let start = end;
+                end = part
+                    .last()
+                    .map_or(end, |&(first, len, _)| first + len as usize);
+                end - start
+            })
+            .collect();
+        let mut parts: Vec<ResolvedPart> = entry_parts
             .into_par_iter()
-            .map(|(part, items, offset)| {
+            .zip(split_consecutive(&mut items, stretches))
+            .map(|(part, (items, offset))| {
                 ResolvedPart::resolve(part, items, offset, model, dsos, kernel_dso, call_sites)
             })
             .collect();
@@ -501,7 +505,8 @@ impl Collapser {
             .map(|(i, (dso, _))| (*dso, i))
             .collect();
         let unknown = folded.intern_name("[unknown]", Annotation::None);
-        let mut files = SourceFiles::default();
+        // Source files of the frames' names, for the address-level output.
+        let mut files = StringTable::new();
         for &(dso_id, address) in &frames {
             if dso_id == NO_DSO {
                 frame_names.push(&[unknown], &[None], true, false);
@@ -631,18 +636,9 @@ impl Collapser {
             })
             .collect();
         let mut chains: Vec<u32> = vec![0; chain_room.iter().sum()];
-        let mut part_chains: Vec<(&mut [u32], usize)> = Vec::with_capacity(parts.len());
-        let mut rest: &mut [u32] = &mut chains;
-        let mut offset = 0;
-        for &room in &chain_room {
-            let (mine, tail) = std::mem::take(&mut rest).split_at_mut(room);
-            part_chains.push((mine, offset));
-            rest = tail;
-            offset += room;
-        }
         let folded_parts: Vec<FoldedPart> = parts
             .par_iter()
-            .zip(part_chains)
+            .zip(split_consecutive(&mut chains, chain_room.iter().copied()))
             .map(|(part, (chains, offset))| context.fold(part, chains, offset))
             .collect();
         drop(parts);
@@ -676,7 +672,7 @@ impl Collapser {
             address_profile(
                 &frames,
                 &frame_names,
-                files.names,
+                files.into_strings(),
                 dsos,
                 ThreadNames {
                     keys: thread_keys,
@@ -705,6 +701,27 @@ impl Collapser {
             addresses,
         }
     }
+}
+
+/// `buffer` cut into consecutive slices of `lengths`, each with its offset
+/// in `buffer`, for parts that each write their own stretch in parallel.
+///
+/// # Panics
+/// If the lengths add up to more than the buffer.
+fn split_consecutive<T>(
+    buffer: &mut [T],
+    lengths: impl IntoIterator<Item = usize>,
+) -> Vec<(&mut [T], usize)> {
+    let mut slices = Vec::new();
+    let mut rest = buffer;
+    let mut offset = 0;
+    for len in lengths {
+        let (mine, tail) = std::mem::take(&mut rest).split_at_mut(len);
+        slices.push((mine, offset));
+        rest = tail;
+        offset += len;
+    }
+    slices
 }
 
 /// A folded part: its stacks, the counts they add, and (when kept) its
@@ -868,25 +885,6 @@ impl FrameNames {
             .push((self.ids.len() as u32, ids.len() as u32, unresolved, jit));
         self.ids.extend_from_slice(ids);
         self.sources.extend_from_slice(sources);
-    }
-}
-
-/// Source file names, each once, numbered in first-use order.
-#[derive(Default)]
-struct SourceFiles {
-    names: Vec<String>,
-    index: HashMap<String, u32>,
-}
-
-impl SourceFiles {
-    fn intern(&mut self, file: &str) -> u32 {
-        if let Some(&i) = self.index.get(file) {
-            return i;
-        }
-        let i = self.names.len() as u32;
-        self.names.push(file.to_owned());
-        self.index.insert(file.to_owned(), i);
-        i
     }
 }
 

@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
 
 use flamegraph_perf_collapse::{AddressProfile, CodeLocation, SourcePosition};
-use flamegraph_perf_folded::{FoldedStacks, FrameId};
+use flamegraph_perf_folded::{FoldedStacks, FrameId, StringTable};
 use prost::Message;
 use rayon::prelude::*;
 
@@ -206,30 +206,19 @@ type LocationKey = (std::cmp::Reverse<u32>, u64, u64, Vec<(u64, u32)>, usize);
 /// whether source lines are known.
 type AddressRange = (u64, u64, bool, bool);
 
-/// Strings in first-use order; index 0 is "" as the format requires.
-struct Strings {
-    table: Vec<String>,
-    index: HashMap<String, i64>,
-}
+/// The profile's string table, in first-use order; index 0 is "" as the
+/// format requires.
+struct Strings(StringTable);
 
 impl Strings {
     fn new() -> Strings {
-        let mut strings = Strings {
-            table: Vec::new(),
-            index: HashMap::new(),
-        };
-        strings.get("");
-        strings
+        let mut table = StringTable::new();
+        table.intern("");
+        Strings(table)
     }
 
     fn get(&mut self, text: &str) -> i64 {
-        if let Some(&i) = self.index.get(text) {
-            return i;
-        }
-        let i = self.table.len() as i64;
-        self.table.push(text.to_owned());
-        self.index.insert(text.to_owned(), i);
-        i
+        i64::from(self.0.intern(text))
     }
 }
 
@@ -694,7 +683,7 @@ fn prepare(
                 .collect()
         })
         .collect();
-    message.string_table = strings.table;
+    message.string_table = strings.0.into_strings();
     Ok(Prepared {
         message,
         unit: options.unit,

@@ -9,6 +9,7 @@
 
 pub mod diff;
 pub mod seq_table;
+pub mod string_table;
 
 use std::borrow::Cow;
 use std::cmp::Ordering;
@@ -17,6 +18,7 @@ use std::hash::BuildHasherDefault;
 
 pub use diff::{DiffOptions, DiffStacks};
 use seq_table::SeqTable;
+pub use string_table::StringTable;
 
 type FxHashMap<K, V> = HashMap<K, V, BuildHasherDefault<rustc_hash::FxHasher>>;
 use std::fmt;
