@@ -7,13 +7,14 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::mpsc;
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use anyhow::Result;
 use collapse::{CollapseStats, Collapsed, Collapser, Event, EventSink, SymbolizerOptions};
 use export::{PprofOptions, SampleUnit, UploadLimits};
 use folded::FoldedStacks;
 
+use crate::exports::unix_now_ns;
 use crate::push::{self, Target, Window};
 
 /// A window ready to upload.
@@ -69,12 +70,6 @@ pub struct Finished {
     pub failed: u32,
 }
 
-fn now_ns() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as i64)
-}
-
 impl<'a> WindowedPush<'a> {
     /// Starts the first window now and the upload thread.
     pub fn new(
@@ -114,7 +109,7 @@ impl<'a> WindowedPush<'a> {
             weights_are_periods,
             sample_rate,
             window_started: Instant::now(),
-            window_start_ns: now_ns(),
+            window_start_ns: unix_now_ns(),
             uploads: Some(sender),
             uploader: Some(uploader),
             failed,
@@ -130,7 +125,7 @@ impl<'a> WindowedPush<'a> {
     /// Cuts the current window: symbolizes and folds it, adds it to the
     /// total and queues its upload.
     fn cut(&mut self) {
-        let end_ns = now_ns();
+        let end_ns = unix_now_ns();
         if self.jvm_attach {
             // JIT code gets names only from a current perf map.
             crate::jvm::dump_perf_maps(&self.collapser.sampled_pids(), true);

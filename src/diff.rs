@@ -126,6 +126,5 @@ fn is_perf_data(path: &Path) -> Result<bool> {
             n => got += n,
         }
     }
-    // File and pipe mode both start with "PERFILE2" (byte-swapped on big-endian writers).
-    Ok(got == 8 && (&magic == b"PERFILE2" || &magic == b"2ELIFREP"))
+    Ok(collapse::starts_like_perf_data(&magic[..got]))
 }

@@ -78,11 +78,16 @@ pub fn recording_start(path: &Path, duration_ns: u64) -> i64 {
         .map_or(0, |d| d.as_nanos() as i64 - duration_ns as i64)
 }
 
-/// Now minus `duration_ns`, for a recording that just ended.
-pub fn started_before_now(duration_ns: u64) -> i64 {
+/// Now, in ns since the Unix epoch (0 if the clock is before it).
+pub fn unix_now_ns() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as i64 - duration_ns as i64)
+        .map_or(0, |d| d.as_nanos() as i64)
+}
+
+/// Now minus `duration_ns`, for a recording that just ended.
+pub fn started_before_now(duration_ns: u64) -> i64 {
+    unix_now_ns() - duration_ns as i64
 }
 
 impl Exports {

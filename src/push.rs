@@ -9,7 +9,7 @@
 //! the time. Every label set becomes a series, so only `hostname` and the
 //! user's labels are sent (no per-thread labels).
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 
@@ -35,11 +35,7 @@ impl Target {
         if !(url.starts_with("http://") || url.starts_with("https://")) {
             bail!("--push {url}: expected an http:// or https:// URL");
         }
-        if app.is_empty()
-            || !app
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b))
-        {
+        if !is_name(app, b"_.-") {
             bail!("--app {app:?}: use letters, digits, '_', '.' and '-'");
         }
         let mut pairs: Vec<(String, String)> = vec![("hostname".into(), hostname.into())];
@@ -47,11 +43,7 @@ impl Target {
             let Some((key, value)) = label.split_once('=') else {
                 bail!("--label {label:?}: expected KEY=VALUE");
             };
-            if key.is_empty()
-                || !key
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b"_.".contains(&b))
-            {
+            if !is_name(key, b"_.") {
                 bail!("--label {label:?}: label keys use letters, digits, '_' and '.'");
             }
             if value.is_empty() || value.contains([',', '{', '}', '=']) {
@@ -71,6 +63,14 @@ impl Target {
     }
 }
 
+/// True for a non-empty `text` of ASCII letters, digits and `extra` bytes.
+fn is_name(text: &str, extra: &[u8]) -> bool {
+    !text.is_empty()
+        && text
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || extra.contains(&b))
+}
+
 /// One upload window.
 pub struct Window {
     /// Start and end, ns since the Unix epoch.
@@ -84,9 +84,7 @@ impl Window {
     /// The window, checked against Pyroscope's age limit; with `override_time`
     /// an old window is moved to end now.
     pub fn checked(self, override_time: bool) -> Result<Window> {
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos() as i64);
+        let now = crate::exports::unix_now_ns();
         if now - self.end_ns <= MAX_AGE.as_nanos() as i64 {
             return Ok(self);
         }
@@ -105,8 +103,8 @@ impl Window {
     }
 }
 
-/// Uploads `parts` (gzip pprof bodies) for one window. Returns how many
-/// were accepted; the first failure stops and is returned as an error.
+/// Uploads `parts` (gzip pprof bodies) for one window, in order; the
+/// first part that is not accepted stops the upload and is the error.
 pub fn upload(target: &Target, window: &Window, parts: &[Vec<u8>], quiet: bool) -> Result<()> {
     let agent = ureq::AgentBuilder::new()
         .timeout_connect(Duration::from_secs(5))

@@ -49,6 +49,13 @@ pub struct CodeObject {
     pub jit: bool,
 }
 
+impl CodeObject {
+    /// The build id in lower-case hex, as perf and pprof write it.
+    pub fn build_id_hex(&self) -> Option<String> {
+        self.build_id.as_deref().map(crate::symbols::elf::hex)
+    }
+}
+
 /// One distinct code address.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CodeLocation {

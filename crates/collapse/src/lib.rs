@@ -28,6 +28,7 @@ pub use collapser::{
 pub use event::{Comm, CpuMode, Event, EventSink, Loss, Mmap, Sample, TaskEvent};
 pub use idle::{IdleFilter, DEFAULT_IDLE_PATTERN};
 pub use perf_data::{
-    EventInfo, EventKind, PerfDataReader, ReadError, ReadProgress, ReadStats, RecordingInfo,
+    starts_like_perf_data, EventInfo, EventKind, PerfDataReader, ReadError, ReadProgress,
+    ReadStats, RecordingInfo,
 };
 pub use symbols::{SourceLine, SymbolizerOptions};

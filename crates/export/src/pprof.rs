@@ -197,8 +197,8 @@ pub mod proto {
 
 use proto::{Function, Label, Line, Location, Mapping, Profile, Sample, ValueType};
 
-/// An object in mapping order: name, build id, index in the profile.
-type ObjectKey = (String, Vec<u8>, u32);
+/// An object in mapping order: name, hex build id, index in the profile.
+type ObjectKey = (String, String, u32);
 /// A location's order: uses (most first), mapping, address, lines
 /// (function id and line number), then its index in the profile.
 type LocationKey = (std::cmp::Reverse<u32>, u64, u64, Vec<(u64, u32)>, usize);
@@ -458,7 +458,7 @@ fn prepare(
             let o = &profile.objects[object];
             let key = (
                 o.name.clone(),
-                o.build_id.clone().unwrap_or_default(),
+                o.build_id_hex().unwrap_or_default(),
                 object as u32,
             );
             range.map(|r| (key, r))
@@ -479,7 +479,7 @@ fn prepare(
             build_id: if build_id.is_empty() {
                 0
             } else {
-                strings.get(&hex(build_id))
+                strings.get(build_id)
             },
             has_functions: true,
             has_filenames: *sources,
@@ -777,10 +777,6 @@ fn count_uses(chains: &[u32], locations: usize) -> Vec<u32> {
             a
         },
     )
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Limits of one upload (Grafana Pyroscope's `/ingest`).

@@ -158,7 +158,7 @@ pub fn inspect_releasing(
             path: path.to_owned(),
         });
     }
-    if bytes.len() < 8 || !(&bytes[..8] == b"PERFILE2" || &bytes[..8] == b"2ELIFREP") {
+    if !super::starts_like_perf_data(bytes) {
         let shown = &bytes[..bytes.len().min(8)];
         return Err(ReadError::NotPerfData {
             path: path.to_owned(),

@@ -260,6 +260,12 @@ enum Records {
     Stdin(PerfRecordIter<PipeGuard<BufReader<Stdin>>>),
 }
 
+/// True when `bytes` start with perf.data's magic, `PERFILE2` (byte-swapped
+/// from big-endian writers), as file-mode and pipe-mode data both do.
+pub fn starts_like_perf_data(bytes: &[u8]) -> bool {
+    bytes.starts_with(b"PERFILE2") || bytes.starts_with(b"2ELIFREP")
+}
+
 /// An open recording, ready to stream.
 pub struct PerfDataReader {
     info: RecordingInfo,

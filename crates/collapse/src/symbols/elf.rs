@@ -170,7 +170,8 @@ fn open_elf(root: &FileRoot, path: &Path) -> Result<Bytes, ElfProblem> {
     Ok(Bytes::Mapped(map))
 }
 
-fn hex(bytes: &[u8]) -> String {
+/// `bytes` in lower-case hex, the way build ids are written.
+pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
