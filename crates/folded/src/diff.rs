@@ -33,24 +33,20 @@ impl DiffStacks {
     /// Pairs `before` and `after` by stack text.
     pub fn new(before: &FoldedStacks, after: &FoldedStacks, options: DiffOptions) -> DiffStacks {
         let mut diff = DiffStacks::default();
-        let mut stack: Vec<FrameId> = Vec::new();
         for (side, profile) in [before, after].into_iter().enumerate() {
-            let ids = diff.stacks.intern_all(profile);
-            for (frames, weight) in profile.iter() {
-                stack.clear();
-                stack.extend(frames.iter().map(|&id| ids[id as usize]));
-                let counts = &mut diff.counts;
-                let index = *diff.stacks.stacks.entry(&stack, || {
+            let counts = &mut diff.counts;
+            diff.stacks.import(profile, |stacks, stack, weight| {
+                let index = *stacks.stacks.entry(stack, || {
                     counts.push((0, 0));
                     counts.len() as u64
                 }) - 1;
-                let pair = &mut diff.counts[index as usize];
+                let pair = &mut counts[index as usize];
                 if side == 0 {
                     pair.0 += weight;
                 } else {
                     pair.1 += weight;
                 }
-            }
+            });
         }
         diff.stacks.in_line_order = false;
         let raw_before: u64 = diff.counts.iter().map(|c| c.0).sum();

@@ -413,25 +413,31 @@ impl FoldedStacks {
         }
     }
 
-    /// Interns every frame of `other`; returns `other`'s ids mapped to ours.
-    pub fn intern_all(&mut self, other: &FoldedStacks) -> Vec<FrameId> {
-        other
+    /// Interns every frame of `other` (a profile with its own frame ids),
+    /// then hands `each` every stack of `other` in this profile's ids, with
+    /// its weight.
+    pub fn import(
+        &mut self,
+        other: &FoldedStacks,
+        mut each: impl FnMut(&mut FoldedStacks, &[FrameId], u64),
+    ) {
+        let ids: Vec<FrameId> = other
             .frames
             .frames
             .iter()
             .map(|frame| self.intern(frame.clone()))
-            .collect()
-    }
-
-    /// Adds every stack of `other` (a profile with its own frame ids).
-    pub fn add_all(&mut self, other: &FoldedStacks) {
-        let ids = self.intern_all(other);
+            .collect();
         let mut stack = Vec::new();
         for (frames, weight) in other.iter() {
             stack.clear();
             stack.extend(frames.iter().map(|&id| ids[id as usize]));
-            self.add(&stack, weight);
+            each(self, &stack, weight);
         }
+    }
+
+    /// Adds every stack of `other` (a profile with its own frame ids).
+    pub fn add_all(&mut self, other: &FoldedStacks) {
+        self.import(other, |stacks, stack, weight| stacks.add(stack, weight));
     }
 
     /// Number of distinct stacks.

@@ -5,7 +5,6 @@ use std::collections::HashMap;
 use std::io::Write;
 
 use flamegraph_perf_folded::{sanitize_name, DiffStacks, FrameId};
-use inferno::flamegraph;
 
 use crate::Options;
 use crate::{inferno_options, RenderError};
@@ -86,13 +85,10 @@ pub fn render_diff_svg<W: Write>(
             )
         })
         .collect();
-    // The lines are in inferno's order already, but cut stacks break its
-    // sortedness check; flame-chart mode takes them as given (reversed).
-    inferno_options.flame_chart = true;
     let mut svg = Vec::new();
-    flamegraph::from_lines(
+    crate::draw_in_line_order(
         &mut inferno_options,
-        lines.iter().rev().map(|(line, _, _)| line.as_str()),
+        lines.iter().map(|(line, _, _)| line.as_str()),
         &mut svg,
     )?;
     let nodes = layout(&lines, view.negate);

@@ -95,15 +95,20 @@ pub fn render_svg<W: Write>(
     }
     let mut inferno_options = inferno_options(options)?;
     let lines = visible_lines(stacks, options.reverse, options.min_width);
-    // The lines are in inferno's order already, but cut stacks break its
-    // sortedness check; its flame-chart mode takes lines in the given
-    // (reversed) order without that check and is otherwise the same.
+    draw_in_line_order(&mut inferno_options, lines.iter().map(String::as_str), out)
+}
+
+/// Has inferno draw `lines`, which are in its own (folded-line) order and
+/// cut to their visible depth. Cut stacks break inferno's sortedness
+/// check; its flame-chart mode takes lines in the given (reversed) order
+/// without that check and is otherwise the same.
+fn draw_in_line_order<'l, W: Write>(
+    inferno_options: &mut flamegraph::Options<'_>,
+    lines: impl DoubleEndedIterator<Item = &'l str>,
+    out: W,
+) -> Result<(), RenderError> {
     inferno_options.flame_chart = true;
-    flamegraph::from_lines(
-        &mut inferno_options,
-        lines.iter().rev().map(String::as_str),
-        out,
-    )?;
+    flamegraph::from_lines(inferno_options, lines.rev(), out)?;
     Ok(())
 }
 
