@@ -186,6 +186,13 @@ pub struct Args {
     pub render: RenderArgs,
 }
 
+impl Args {
+    /// An output needs samples at address level (pprof, or pprof uploads).
+    pub fn needs_addresses(&self) -> bool {
+        self.pprof.is_some() || self.push.is_some()
+    }
+}
+
 /// Subcommands.
 #[derive(Debug, clap::Subcommand)]
 pub enum Subcommand {

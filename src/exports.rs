@@ -134,41 +134,38 @@ impl Exports {
     /// [`output::write`]) at the same time: the exports run on a thread of
     /// their own while the SVG renders, so they add less than their own
     /// time. The exports' error wins when both fail. Returns how long each
-    /// took, for `--timings`.
+    /// took, for `--timings`, when there were exports (none otherwise).
     pub fn write_with_output(
         &self,
         args: &Args,
         stacks: &FoldedStacks,
         addresses: Option<&AddressProfile>,
         hostname: &str,
-    ) -> Result<[(&'static str, Duration); 2]> {
+    ) -> Result<Vec<(&'static str, Duration)>> {
+        if args.pprof.is_none() && args.speedscope.is_none() {
+            output::write(args, stacks, hostname)?;
+            return Ok(Vec::new());
+        }
         let timed = |work: &dyn Fn() -> Result<()>| {
             let start = Instant::now();
             work().map(|()| start.elapsed())
         };
-        let (exported, written) = if args.pprof.is_none() && args.speedscope.is_none() {
-            (
-                Ok(Duration::ZERO),
-                timed(&|| output::write(args, stacks, hostname)),
-            )
-        } else {
-            std::thread::scope(|scope| {
-                let exports = std::thread::Builder::new()
-                    .name("exports".into())
-                    .spawn_scoped(scope, || timed(&|| self.write(args, stacks, addresses)));
-                let written = timed(&|| output::write(args, stacks, hostname));
-                let exported = match exports {
-                    Ok(handle) => handle
-                        .join()
-                        .unwrap_or_else(|panic| std::panic::resume_unwind(panic)),
-                    // No thread to be had: export here, after the output.
-                    Err(_) => timed(&|| self.write(args, stacks, addresses)),
-                };
-                (exported, written)
-            })
-        };
+        let (exported, written) = std::thread::scope(|scope| {
+            let exports = std::thread::Builder::new()
+                .name("exports".into())
+                .spawn_scoped(scope, || timed(&|| self.write(args, stacks, addresses)));
+            let written = timed(&|| output::write(args, stacks, hostname));
+            let exported = match exports {
+                Ok(handle) => handle
+                    .join()
+                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic)),
+                // No thread to be had: export here, after the output.
+                Err(_) => timed(&|| self.write(args, stacks, addresses)),
+            };
+            (exported, written)
+        });
         let exported = exported?;
-        Ok([("output", written?), ("exports", exported)])
+        Ok(vec![("output", written?), ("exports", exported)])
     }
 
     /// `--push`: uploads the profile (split to Pyroscope's limits). Called

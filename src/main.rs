@@ -123,7 +123,7 @@ fn run(args: &Args) -> Result<Completeness> {
         &args.read,
         args.threads,
         args.quiet,
-        args.pprof.is_some() || args.push.is_some(),
+        args.needs_addresses(),
         &mut timings,
     )?;
     if recording.stacks.is_empty() {
@@ -167,9 +167,7 @@ fn run(args: &Args) -> Result<Completeness> {
         &hostname,
     )?;
     timings.phase("render");
-    if args.pprof.is_some() || args.speedscope.is_some() {
-        timings.steps(&took);
-    }
+    timings.steps(&took);
     if let Err(error) = exports.push(
         args,
         &recording.stacks,
@@ -334,7 +332,7 @@ fn record_live(args: &Args) -> Result<Completeness> {
         duration: None,
     };
     let mut collapser = Collapser::new(CollapseOptions {
-        keep_addresses: args.pprof.is_some() || args.push.is_some(),
+        keep_addresses: args.needs_addresses(),
         ..collapse_options(&args.read, args.threads, 0, kernel_max_stack())?
     });
     let mut reporter = output::StderrReporter::new(args.quiet);

@@ -744,6 +744,16 @@ mod tests {
         assert_eq!(work.annotation(), Annotation::Kernel);
     }
 
+    /// Every stack's folded line, sorted as text.
+    fn text_lines_sorted(folded: &FoldedStacks) -> Vec<String> {
+        let mut lines: Vec<String> = folded
+            .iter()
+            .map(|(s, w)| format!("{} {w}", folded.stack_text(s)))
+            .collect();
+        lines.sort();
+        lines
+    }
+
     #[test]
     fn sorted_matches_sorting_the_text_lines() {
         // Prefix names (`foo` / `foo.isra.0` / `foo bar`), spaces, and
@@ -752,11 +762,7 @@ mod tests {
         let text = "p;foo 5\np;foo.isra.0;x 3\np;foo;bar 2\np;foo bar 1\np;foo 7;z 4\n\
                     p;fo 9\np 1\nq;a_[k] 2\nq;a;b 3\nq;a 12\np;foo 1;y 6\n";
         let folded = FoldedStacks::parse(text.as_bytes()).unwrap();
-        let mut expected: Vec<String> = folded
-            .iter()
-            .map(|(s, w)| format!("{} {w}", folded.stack_text(s)))
-            .collect();
-        expected.sort();
+        let expected = text_lines_sorted(&folded);
         assert_eq!(folded.to_lines(), expected);
         let mut written = Vec::new();
         folded.write_folded(&mut written).unwrap();
@@ -784,11 +790,7 @@ mod tests {
             text.push_str(&format!("{line} {}\n", i % 97 + 1));
         }
         let folded = FoldedStacks::parse(text.as_bytes()).unwrap();
-        let mut expected: Vec<String> = folded
-            .iter()
-            .map(|(s, w)| format!("{} {w}", folded.stack_text(s)))
-            .collect();
-        expected.sort();
+        let expected = text_lines_sorted(&folded);
         assert_eq!(folded.to_lines(), expected);
     }
 
